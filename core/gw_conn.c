@@ -1,0 +1,809 @@
+/*
+ * The client side of the proxy: accept, read and parse request heads in
+ * place (llhttp; header names and values are slices of the connection's
+ * buffer), validate and route them, read request bodies for the upstream,
+ * write responses, and keep connections alive between requests. An idle
+ * keep-alive connection gives its buffer back to the pool.
+ */
+#include "gw_accesslog.h"
+#include "gw_http.h"
+#include "gw_log.h"
+#include "gw_metrics.h"
+#include "gw_net.h"
+#include "gw_path.h"
+#include "gw_worker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static void gw_conn_io_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void gw_conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents);
+static void gw_conn_parse_head(gw_conn_t *c);
+static void gw_conn_next_request(gw_conn_t *c);
+
+/* ---- request head parsing (llhttp callbacks) ---- */
+
+static int gw_on_url(llhttp_t *p, const char *at, size_t len)
+{
+    gw_req_t *r = p->data;
+    if (r->url.len == 0)
+        r->url.p = at;
+    r->url.len += len;
+    if (r->url.len > r->c->w->cfg->limits.max_uri_size) {
+        r->parse_status = 414;
+        return -1;
+    }
+    return 0;
+}
+
+static int gw_on_url_complete(llhttp_t *p)
+{
+    ((gw_req_t *)p->data)->url_done = true;
+    return 0;
+}
+
+static int gw_on_method(llhttp_t *p, const char *at, size_t len)
+{
+    gw_req_t *r = p->data;
+    if (r->method.len == 0)
+        r->method.p = at;
+    r->method.len += len;
+    return 0;
+}
+
+static int gw_on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    gw_req_t *r = p->data;
+    if (!r->in_name) {
+        r->in_name = true;
+        r->cur_name.p = at;
+        r->cur_name.len = 0;
+        r->cur_value.p = NULL;
+        r->cur_value.len = 0;
+    }
+    r->cur_name.len += len;
+    return 0;
+}
+
+static int gw_on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    gw_req_t *r = p->data;
+    if (!r->in_value) {
+        r->in_value = true;
+        r->cur_value.p = at;
+        r->cur_value.len = 0;
+    }
+    r->cur_value.len += len;
+    return 0;
+}
+
+/* A header is complete: store its slices, rejecting obs-fold (a value that
+ * spans lines), a name that is not a token, and too many headers. */
+static int gw_on_header_value_complete(llhttp_t *p)
+{
+    gw_req_t *r = p->data;
+    const gw_config_t *cfg = r->c->w->cfg;
+    if (r->nheaders >= (size_t)cfg->limits.max_headers) {
+        r->parse_status = 431;
+        return -1;
+    }
+    if (!gw_http_is_token(r->cur_name) || !gw_http_valid_value(r->cur_value)) {
+        r->parse_status = 400;
+        return -1;
+    }
+    gw_header_t *h = &r->headers[r->nheaders++];
+    h->name = r->cur_name;
+    h->value = gw_http_trim(r->cur_value);
+    r->in_name = r->in_value = false;
+    return 0;
+}
+
+static int gw_on_headers_complete(llhttp_t *p)
+{
+    return HPE_PAUSED;
+}
+
+static int gw_on_body(llhttp_t *p, const char *at, size_t len)
+{
+    gw_req_t *r = p->data;
+    r->body_received += (int64_t)len;
+    if (r->body_limit > 0 && r->body_received > r->body_limit) {
+        r->parse_status = 413;
+        return -1;
+    }
+    return 0;
+}
+
+static int gw_on_message_complete(llhttp_t *p)
+{
+    ((gw_req_t *)p->data)->body_done = true;
+    return HPE_PAUSED;
+}
+
+static llhttp_settings_t gw_req_settings = {
+    .on_url = gw_on_url,
+    .on_url_complete = gw_on_url_complete,
+    .on_method = gw_on_method,
+    .on_header_field = gw_on_header_field,
+    .on_header_value = gw_on_header_value,
+    .on_header_value_complete = gw_on_header_value_complete,
+    .on_headers_complete = gw_on_headers_complete,
+    .on_body = gw_on_body,
+    .on_message_complete = gw_on_message_complete,
+};
+
+/* ---- connection lifetime ---- */
+
+static gw_req_t *gw_req_get(gw_worker_t *w)
+{
+    gw_req_t *r = w->free_reqs;
+    gw_header_t *headers, *rheaders;
+    char *path;
+    if (r) {
+        w->free_reqs = r->next_free;
+        headers = r->headers;
+        rheaders = r->rheaders;
+        path = r->path;
+    } else {
+        r = gw_xmalloc(sizeof *r);
+        headers = gw_xmalloc(sizeof(gw_header_t) * (size_t)w->cfg->limits.max_headers);
+        rheaders = gw_xmalloc(sizeof(gw_header_t) * (size_t)w->cfg->limits.max_headers);
+        path = gw_xmalloc(w->cfg->limits.max_uri_size + 1);
+    }
+    memset(r, 0, sizeof *r);
+    r->headers = headers;
+    r->rheaders = rheaders;
+    r->path = path;
+    r->route_slot = -1;
+    return r;
+}
+
+static void gw_req_put(gw_worker_t *w, gw_req_t *r)
+{
+    gw_buf_put(&w->bufs, r->out);
+    gw_buf_put(&w->bufs, r->rin);
+    r->out = r->rin = NULL;
+    r->next_free = w->free_reqs;
+    w->free_reqs = r;
+}
+
+void gw_io_set(struct ev_loop *loop, ev_io *io, int events)
+{
+    if ((io->events & (EV_READ | EV_WRITE)) == events && (events == 0 || ev_is_active(io)))
+        return;
+    ev_io_stop(loop, io);
+    ev_io_set(io, io->fd, events);
+    if (events)
+        ev_io_start(loop, io);
+}
+
+static void gw_conn_timer_set(gw_conn_t *c, double after)
+{
+    c->timer.repeat = after;
+    ev_timer_again(c->w->loop, &c->timer);
+}
+
+void gw_conn_accept(gw_worker_t *w, int fd, const struct sockaddr *sa, socklen_t len)
+{
+    gw_conn_t *c = gw_xcalloc(1, sizeof *c);
+    c->w = w;
+    c->fd = fd;
+    memcpy(&c->peer, sa, len < sizeof c->peer ? len : sizeof c->peer);
+    ev_io_init(&c->io, gw_conn_io_cb, fd, EV_READ);
+    c->io.data = c;
+    ev_io_start(w->loop, &c->io);
+    ev_init(&c->timer, gw_conn_on_timer);
+    c->timer.data = c;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    gw_metrics_active_connections(1);
+    c->state = GW_CONN_IDLE;
+    gw_conn_timer_set(c, w->cfg->timeouts.client_header);
+}
+
+void gw_conn_close(gw_conn_t *c)
+{
+    gw_worker_t *w = c->w;
+    if (c->req) {
+        gw_proxy_abort(c->req);
+        gw_req_put(w, c->req);
+        c->req = NULL;
+    }
+    ev_io_stop(w->loop, &c->io);
+    ev_timer_stop(w->loop, &c->timer);
+    close(c->fd);
+    gw_buf_put(&w->bufs, c->in);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    gw_metrics_active_connections(-1);
+    free(c);
+}
+
+void gw_conn_close_idle(gw_worker_t *w)
+{
+    gw_conn_t *c = w->conns, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (c->state == GW_CONN_IDLE || (c->state == GW_CONN_HEAD && c->req == NULL))
+            gw_conn_close(c);
+    }
+}
+
+/* ---- responses ---- */
+
+/* Count the finished request in the metrics and write its access log. */
+static void gw_conn_log(gw_conn_t *c, gw_req_t *r)
+{
+    gw_worker_t *w = c->w;
+    double now = ev_now(w->loop);
+    gw_metrics_request(r->route_slot, r->status);
+    if (r->t_upstream > 0 && r->up && r->t_upstream_done > 0)
+        gw_metrics_upstream_latency(r->up->metrics_slot, r->t_upstream_done - r->t_upstream);
+    if (!w->cfg->access_log.enabled)
+        return;
+    char client[INET6_ADDRSTRLEN];
+    size_t clen = gw_net_ntop((const struct sockaddr_storage *)&c->peer, client, sizeof client);
+    double up_end = r->t_upstream_done > 0 ? r->t_upstream_done : now;
+    gw_access_entry_t e = {
+        .time = gw_wall_now(),
+        .request_id = {r->request_id, strlen(r->request_id)},
+        .client = {client, clen},
+        .method = r->method,
+        .path = r->url,
+        .route = r->match.route ? (gw_str_t){r->match.route->name, strlen(r->match.route->name)}
+                                : (gw_str_t){"", 0},
+        .upstream = r->target ? (gw_str_t){r->target->name, strlen(r->target->name)}
+                              : (gw_str_t){"", 0},
+        .status = r->status,
+        .bytes_sent = r->bytes_sent,
+        .request_time = now - r->t_start,
+        .upstream_time = r->t_upstream > 0 ? up_end - r->t_upstream : -1,
+    };
+    gw_accesslog_write(&e);
+}
+
+void gw_conn_abort(gw_conn_t *c)
+{
+    if (c->req) {
+        if (!c->req->status)
+            c->req->status = 502;
+        gw_conn_log(c, c->req);
+    }
+    gw_conn_close(c);
+}
+
+static void gw_req_begin(gw_conn_t *c)
+{
+    gw_worker_t *w = c->w;
+    gw_req_t *r = c->req = gw_req_get(w);
+    r->c = c;
+    r->t_start = ev_now(w->loop);
+    gw_worker_request_id(w, r->request_id);
+    llhttp_init(&r->parser, HTTP_REQUEST, &gw_req_settings);
+    r->parser.data = r;
+}
+
+/*
+ * Answer the current request with a gateway-generated JSON error. The
+ * connection is closed afterwards unless the request was read completely
+ * and the client can keep it alive.
+ */
+void gw_conn_error(gw_conn_t *c, int status, const char *message)
+{
+    gw_worker_t *w = c->w;
+    if (!c->req) {
+        gw_req_begin(c);
+        c->req->close_after = true;
+    }
+    gw_req_t *r = c->req;
+    if (r->head_to_client) {
+        /* Part of a response is out already: only closing is honest. */
+        r->status = r->status ? r->status : status;
+        gw_conn_abort(c);
+        return;
+    }
+    gw_proxy_abort(r);
+    if (!r->body_done || status == 400 || status == 408 || status == 413 || status == 431 ||
+        status == 414 || w->stopping)
+        r->close_after = true;
+    if (!r->out)
+        r->out = gw_buf_get(&w->bufs);
+    r->out->start = r->out->end = 0;
+    r->out_sent = 0;
+    r->rsend_start = r->rsend_end = 0;
+    r->rdone = true;
+    r->status = status;
+    bool head_only = r->method.len == 4 && memcmp(r->method.p, "HEAD", 4) == 0;
+    r->out->end = gw_http_error_response(r->out->data, r->out->cap, status, message,
+                                         r->request_id, r->close_after, head_only);
+    c->state = GW_CONN_RESPOND;
+    ev_timer_stop(w->loop, &c->timer);
+    gw_conn_flush_response(c);
+}
+
+/*
+ * Write the response head (r->out) and body bytes (r->rin range) pending
+ * for the client. When all is written and the response is complete, end
+ * the request; when all is written but more is to come, resume the
+ * upstream; when the socket is full, wait for it (send timeout).
+ * Returns GW_OK while the request goes on, or GW_DONE when it ended (the
+ * connection may be closed: do not touch c or its request again).
+ */
+int gw_conn_flush_response(gw_conn_t *c)
+{
+    gw_req_t *r = c->req;
+    gw_worker_t *w = c->w;
+    for (;;) {
+        struct iovec iov[2];
+        int n = 0;
+        if (r->out && r->out_sent < r->out->end) {
+            iov[n].iov_base = r->out->data + r->out_sent;
+            iov[n++].iov_len = r->out->end - r->out_sent;
+        }
+        if (r->rsend_end > r->rsend_start) {
+            iov[n].iov_base = r->rin->data + r->rsend_start;
+            iov[n++].iov_len = r->rsend_end - r->rsend_start;
+        }
+        if (n == 0)
+            break;
+        ssize_t wr = writev(c->fd, iov, n);
+        if (wr < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                gw_io_set(w->loop, &c->io, EV_WRITE);
+                gw_conn_timer_set(c, w->cfg->timeouts.send);
+                return GW_OK;
+            }
+            gw_log_debug("client write failed: %s", strerror(errno));
+            if (r->status == 0)
+                r->status = 499;
+            gw_conn_log(c, r);
+            gw_conn_close(c);
+            return GW_DONE;
+        }
+        r->bytes_sent += (uint64_t)wr;
+        r->head_to_client = true;
+        size_t left = (size_t)wr;
+        if (r->out && r->out_sent < r->out->end) {
+            size_t k = r->out->end - r->out_sent;
+            k = k < left ? k : left;
+            r->out_sent += k;
+            left -= k;
+        }
+        r->rsend_start += left;
+    }
+    /* Everything pending was written. */
+    if (r->rdone) {
+        ev_timer_stop(w->loop, &c->timer);
+        gw_conn_request_done(c);
+        return GW_DONE;
+    }
+    int events = (!r->body_done && c->state == GW_CONN_PROXY) ? EV_READ : 0;
+    gw_io_set(w->loop, &c->io, events);
+    if (!events)
+        ev_timer_stop(w->loop, &c->timer);
+    return gw_proxy_resume_response(r);
+}
+
+/*
+ * The response is fully written: log the request, then close the
+ * connection or start on the next request (pipelined bytes first).
+ */
+void gw_conn_request_done(gw_conn_t *c)
+{
+    gw_worker_t *w = c->w;
+    gw_req_t *r = c->req;
+    gw_conn_log(c, r);
+    bool close_now = r->close_after || w->stopping || !r->body_done;
+    size_t leftover_at = r->msg_end;
+    gw_proxy_abort(r); /* releases the upstream connection if still held */
+    gw_req_put(w, r);
+    c->req = NULL;
+    c->requests++;
+    if (close_now) {
+        gw_conn_close(c);
+        return;
+    }
+    gw_buf_t *in = c->in;
+    if (in && leftover_at < in->end) {
+        memmove(in->data, in->data + leftover_at, in->end - leftover_at);
+        in->end -= leftover_at;
+        in->start = 0;
+    } else if (in) {
+        gw_buf_put(&w->bufs, in);
+        c->in = NULL;
+    }
+    gw_conn_next_request(c);
+}
+
+/* Wait for (or parse already buffered) the next request on c. */
+static void gw_conn_next_request(gw_conn_t *c)
+{
+    gw_worker_t *w = c->w;
+    gw_io_set(w->loop, &c->io, EV_READ);
+    if (c->in && c->in->end > 0) {
+        c->state = GW_CONN_HEAD;
+        gw_conn_timer_set(c, w->cfg->timeouts.client_header);
+        gw_conn_parse_head(c);
+        return;
+    }
+    c->state = GW_CONN_IDLE;
+    gw_conn_timer_set(c, w->cfg->timeouts.keepalive);
+}
+
+/* ---- reading ---- */
+
+/* Read into c->in; returns bytes read, 0 on EOF, -1 on error, -2 on EAGAIN. */
+static ssize_t gw_conn_read(gw_conn_t *c)
+{
+    gw_buf_t *in = c->in;
+    for (;;) {
+        ssize_t n = read(c->fd, in->data + in->end, in->cap - in->end);
+        if (n > 0) {
+            in->end += (size_t)n;
+            return n;
+        }
+        if (n == 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        return errno == EAGAIN ? -2 : -1;
+    }
+}
+
+static void gw_conn_head_too_large(gw_conn_t *c)
+{
+    bool uri = c->req && !c->req->url_done;
+    gw_conn_error(c, uri ? 414 : 431, uri ? "request URI too long" : "request header too large");
+}
+
+static void gw_conn_read_head(gw_conn_t *c)
+{
+    gw_worker_t *w = c->w;
+    if (!c->in)
+        c->in = gw_buf_get(&w->bufs);
+    if (c->in->end == c->in->cap) {
+        gw_conn_head_too_large(c);
+        return;
+    }
+    ssize_t n = gw_conn_read(c);
+    if (n == -2) {
+        if (c->in->end == 0) {
+            gw_buf_put(&w->bufs, c->in);
+            c->in = NULL;
+        }
+        return;
+    }
+    if (n <= 0) {
+        /* EOF or error between or inside request heads: just close. */
+        gw_conn_close(c);
+        return;
+    }
+    if (c->state == GW_CONN_IDLE) {
+        c->state = GW_CONN_HEAD;
+        gw_conn_timer_set(c, w->cfg->timeouts.client_header);
+    }
+    gw_conn_parse_head(c);
+}
+
+/* The parser rejected the request: answer with the status a callback
+ * chose (413, 414, 431) or 400, and close. */
+static void gw_conn_reject_parse(gw_conn_t *c, llhttp_errno_t err)
+{
+    gw_req_t *r = c->req;
+    int status = r->parse_status ? r->parse_status : 400;
+    const char *msg = status == 414   ? "request URI too long"
+                      : status == 431 ? "request header too large"
+                      : status == 413 ? "request body too large"
+                                      : "bad request";
+    const char *reason = llhttp_get_error_reason(&r->parser);
+    gw_log_info("bad request from client: %s (%s)", llhttp_errno_name(err), reason ? reason : "");
+    r->close_after = true;
+    gw_conn_error(c, status, msg);
+}
+
+static void gw_req_start(gw_conn_t *c);
+
+/* Parse what is buffered of a request head; start the request once the
+ * head is complete. */
+static void gw_conn_parse_head(gw_conn_t *c)
+{
+    if (!c->req)
+        gw_req_begin(c);
+    gw_req_t *r = c->req;
+    gw_buf_t *in = c->in;
+    size_t from = r->body_parsed; /* during the head: bytes parsed so far */
+    llhttp_errno_t err = llhttp_execute(&r->parser, in->data + from, in->end - from);
+    if (err == HPE_PAUSED) {
+        r->head_len = (size_t)(llhttp_get_error_pos(&r->parser) - in->data);
+        llhttp_resume(&r->parser);
+        gw_req_start(c);
+        return;
+    }
+    if (err != HPE_OK) {
+        gw_conn_reject_parse(c, err);
+        return;
+    }
+    r->body_parsed = in->end;
+    if (in->end == in->cap)
+        gw_conn_head_too_large(c);
+}
+
+static bool gw_req_header_lookup(void *ud, gw_str_t name, gw_str_t *value)
+{
+    gw_req_t *r = ud;
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (gw_str_caseeq(r->headers[i].name, name)) {
+            *value = r->headers[i].value;
+            return true;
+        }
+    return false;
+}
+
+/*
+ * Check the parsed head: HTTP/1.x, one Host, a usable target. Sets r->host
+ * (without port) and r->path (normalised). Returns 0 or the status to
+ * answer with.
+ */
+static int gw_req_validate(gw_req_t *r)
+{
+    llhttp_t *p = &r->parser;
+    if (p->http_major != 1)
+        return 400;
+    if (p->method == HTTP_CONNECT)
+        return 405;
+    gw_str_t host = {NULL, 0};
+    int nhost = 0;
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (gw_str_caseeq_lit(r->headers[i].name, "host")) {
+            host = r->headers[i].value;
+            nhost++;
+        }
+    if (nhost > 1 || (nhost == 0 && p->http_minor >= 1))
+        return 400;
+    gw_str_t target = r->url, path, query;
+    if (target.len == 1 && target.p[0] == '*')
+        target = GW_STR("/");
+    if (target.len > 0 && target.p[0] != '/') {
+        /* absolute-form: http://host[:port]/path */
+        gw_str_t auth;
+        if (gw_http_absolute_target(target, &auth, &target) != GW_OK)
+            return 400;
+        host = auth;
+    }
+    if (!gw_http_valid_host(host))
+        return 400;
+    r->host = gw_http_host_without_port(host);
+    gw_path_split(target, &path, &query);
+    r->query = query;
+    r->has_query = query.p != NULL;
+    ssize_t n = gw_path_normalize(path, r->path, r->c->w->cfg->limits.max_uri_size + 1);
+    if (n < 0)
+        return 400;
+    r->path_len = (size_t)n;
+    r->url = target;
+    return 0;
+}
+
+/* Decide how the request body is framed and whether it fits the limit.
+ * Returns 0 or the status to answer with. */
+static int gw_req_body_setup(gw_req_t *r)
+{
+    const gw_config_t *cfg = r->c->w->cfg;
+    const gw_route_conf_t *route = r->match.route;
+    r->body_limit = route && route->max_body_size >= 0 ? route->max_body_size
+                                                       : cfg->limits.max_body_size;
+    if (r->parser.flags & F_CHUNKED)
+        r->body_mode = GW_BODY_CHUNKED;
+    else if ((r->parser.flags & F_CONTENT_LENGTH) && r->parser.content_length > 0)
+        r->body_mode = GW_BODY_LENGTH;
+    else
+        r->body_mode = GW_BODY_NONE;
+    r->body_parsed = r->body_sent = r->head_len;
+    if (r->body_mode == GW_BODY_NONE) {
+        r->body_done = true;
+        r->msg_end = r->head_len;
+    }
+    if (r->body_mode == GW_BODY_LENGTH && r->body_limit > 0 &&
+        r->parser.content_length > (uint64_t)r->body_limit)
+        return 413;
+    return 0;
+}
+
+/* The head is complete: validate, route, and hand the request to the
+ * proxy. */
+static void gw_req_start(gw_conn_t *c)
+{
+    gw_worker_t *w = c->w;
+    gw_req_t *r = c->req;
+    c->state = GW_CONN_PROXY;
+    gw_str_t rid;
+    if (gw_req_header_lookup(r, GW_STR("x-request-id"), &rid) && rid.len > 0 &&
+        rid.len < sizeof r->request_id && gw_http_is_token(rid)) {
+        memcpy(r->request_id, rid.p, rid.len);
+        r->request_id[rid.len] = '\0';
+    }
+    if (!llhttp_should_keep_alive(&r->parser))
+        r->close_after = true;
+    int status = gw_req_validate(r);
+    if (status) {
+        r->close_after = true;
+        gw_conn_error(c, status, status == 405 ? "method not allowed" : "bad request");
+        return;
+    }
+    gw_route_query_t q = {
+        .method = r->method,
+        .host = r->host,
+        .path = {r->path, r->path_len},
+        .header = gw_req_header_lookup,
+        .header_ud = r,
+    };
+    if (gw_router_match(w->router, &q, &r->match) != GW_OK) {
+        r->match.route = NULL;
+        gw_req_body_setup(r);
+        gw_conn_error(c, 404, "no route matched");
+        return;
+    }
+    r->route_slot = gw_metrics_route_slot(r->match.route->name);
+    if (gw_req_body_setup(r) != 0) {
+        gw_conn_error(c, 413, "request body too large");
+        return;
+    }
+    gw_str_t expect;
+    if (r->body_mode != GW_BODY_NONE && r->parser.http_minor >= 1 &&
+        gw_req_header_lookup(r, GW_STR("expect"), &expect) &&
+        gw_str_caseeq_lit(expect, "100-continue"))
+        r->expect_continue = true;
+    gw_io_set(w->loop, &c->io, r->body_done ? 0 : EV_READ);
+    if (!r->body_done)
+        gw_conn_timer_set(c, w->cfg->timeouts.client_body);
+    else
+        ev_timer_stop(w->loop, &c->timer);
+    gw_proxy_start(r);
+}
+
+/* ---- request body ---- */
+
+/*
+ * Run the parser over body bytes received but not parsed yet. Sets
+ * body_done and msg_end at the end of the message. Returns GW_OK or
+ * GW_ERROR after answering the client.
+ */
+static int gw_conn_parse_body(gw_conn_t *c)
+{
+    gw_req_t *r = c->req;
+    gw_buf_t *in = c->in;
+    if (r->body_done || r->body_parsed >= in->end)
+        return GW_OK;
+    llhttp_errno_t err =
+        llhttp_execute(&r->parser, in->data + r->body_parsed, in->end - r->body_parsed);
+    if (err == HPE_PAUSED) {
+        r->msg_end = (size_t)(llhttp_get_error_pos(&r->parser) - in->data);
+        r->body_parsed = r->msg_end;
+        return GW_OK;
+    }
+    if (err != HPE_OK) {
+        gw_conn_reject_parse(c, err);
+        return GW_ERROR;
+    }
+    r->body_parsed = in->end;
+    return GW_OK;
+}
+
+void gw_conn_want_body(gw_conn_t *c)
+{
+    gw_req_t *r = c->req;
+    gw_buf_t *in = c->in;
+    if (r->body_done)
+        return;
+    /* Everything received was sent: reuse the body area of the buffer. */
+    if (r->body_sent == in->end && in->end > r->head_len) {
+        in->end = r->body_parsed = r->body_sent = r->head_len;
+        r->body_discarded = true;
+    }
+    if (in->end < in->cap) {
+        gw_io_set(c->w->loop, &c->io, EV_READ | (c->io.events & EV_WRITE));
+        gw_conn_timer_set(c, c->w->cfg->timeouts.client_body);
+    }
+}
+
+static void gw_conn_read_body(gw_conn_t *c)
+{
+    gw_worker_t *w = c->w;
+    gw_req_t *r = c->req;
+    if (r->body_done || c->in->end == c->in->cap) {
+        /* Nothing to read now: the upstream has not taken what we have. */
+        gw_io_set(w->loop, &c->io, c->io.events & ~EV_READ);
+        return;
+    }
+    ssize_t n = gw_conn_read(c);
+    if (n == -2)
+        return;
+    if (n <= 0) {
+        gw_log_debug("client closed during request body");
+        r->status = 499;
+        gw_conn_log(c, r);
+        gw_conn_close(c);
+        return;
+    }
+    gw_conn_timer_set(c, w->cfg->timeouts.client_body);
+    if (gw_conn_parse_body(c) != GW_OK)
+        return;
+    if (r->body_done || c->in->end == c->in->cap)
+        gw_io_set(w->loop, &c->io, c->io.events & ~EV_READ);
+    if (r->body_done && !(c->io.events & EV_WRITE))
+        ev_timer_stop(w->loop, &c->timer);
+    gw_proxy_send_body(r);
+}
+
+/* ---- events ---- */
+
+static void gw_conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    gw_conn_t *c = io->data;
+    if ((revents & EV_WRITE) && c->req &&
+        (c->state == GW_CONN_RESPOND || c->state == GW_CONN_PROXY)) {
+        /* After GW_DONE the connection may be gone or on its next request;
+         * a pending read is reported again by the (level-triggered) loop. */
+        if (gw_conn_flush_response(c) == GW_DONE)
+            return;
+    }
+    if (!(revents & EV_READ))
+        return;
+    switch (c->state) {
+    case GW_CONN_IDLE:
+    case GW_CONN_HEAD:
+        gw_conn_read_head(c);
+        break;
+    case GW_CONN_PROXY:
+        gw_conn_read_body(c);
+        break;
+    default:
+        gw_io_set(loop, io, io->events & ~EV_READ);
+        break;
+    }
+}
+
+/* The client does not take the response: give up on it. */
+static void gw_conn_send_timeout(gw_conn_t *c)
+{
+    gw_log_info("closing client connection: send timeout");
+    if (c->req && !c->req->status)
+        c->req->status = 408;
+    gw_conn_abort(c);
+}
+
+static void gw_conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    gw_conn_t *c = t->data;
+    switch (c->state) {
+    case GW_CONN_IDLE:
+        gw_conn_close(c);
+        break;
+    case GW_CONN_HEAD:
+        gw_conn_error(c, 408, "request header timeout");
+        break;
+    case GW_CONN_PROXY:
+        if (c->req && !c->req->body_done && !c->req->head_to_client &&
+            !(c->io.events & EV_WRITE))
+            gw_conn_error(c, 408, "request body timeout");
+        else
+            gw_conn_send_timeout(c);
+        break;
+    default:
+        gw_conn_send_timeout(c);
+        break;
+    }
+}

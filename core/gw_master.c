@@ -1,0 +1,412 @@
+/*
+ * The master process: owns the listening sockets (one SO_REUSEPORT socket
+ * per worker and address), forks the workers and restarts any that dies,
+ * serves the status listener, and handles signals:
+ *   SIGTERM, SIGINT, SIGQUIT  workers drain their requests, then all exit
+ *   SIGHUP                    re-read the config; when it is valid, start
+ *                             workers on it and let the old ones drain; when
+ *                             it is not, log why and keep the running one
+ */
+#include "gw_master.h"
+
+#include "gw_log.h"
+#include "gw_metrics.h"
+#include "gw_net.h"
+#include "gw_status.h"
+#include "gw_worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define GW_MAX_WORKERS 64
+
+/* Listening sockets for one address: one per worker index. */
+typedef struct {
+    gw_addr_conf_t addr;
+    int backlog;
+    int fds[GW_MAX_WORKERS];
+    bool used; /* by the current config */
+} gw_listen_slot_t;
+
+typedef struct {
+    pid_t pid;
+    int index;
+    unsigned generation;
+    double started;
+} gw_child_t;
+
+typedef struct {
+    struct ev_loop *loop;
+    char *config_path;
+    gw_config_t *cfg;  /* current generation's config */
+    gw_config_t **old; /* configs of generations still draining */
+    size_t nold;
+    unsigned generation;
+    gw_listen_slot_t *slots;
+    size_t nslots;
+    gw_child_t children[GW_MAX_WORKERS * 4];
+    size_t nchildren;
+    int status_fd;
+    gw_status_t *status;
+    ev_signal sig_term, sig_int, sig_quit, sig_hup;
+    ev_child child_w;
+    ev_timer kill_timer;
+    bool stopping;
+} gw_master_t;
+
+static gw_listen_slot_t *gw_slot_find(gw_master_t *m, const gw_addr_conf_t *a)
+{
+    for (size_t i = 0; i < m->nslots; i++)
+        if (m->slots[i].addr.port == a->port && strcmp(m->slots[i].addr.host, a->host) == 0)
+            return &m->slots[i];
+    return NULL;
+}
+
+static void gw_slot_close(gw_listen_slot_t *s, int from)
+{
+    for (int i = from; i < GW_MAX_WORKERS; i++)
+        if (s->fds[i] >= 0) {
+            close(s->fds[i]);
+            s->fds[i] = -1;
+        }
+}
+
+/*
+ * Make sure every listen address of cfg has a socket for each of its
+ * workers; close sockets of addresses (or worker indexes) no longer used.
+ * Returns GW_OK, or GW_ERROR with the reason logged (nothing is closed
+ * then).
+ */
+static int gw_master_listen(gw_master_t *m, const gw_config_t *cfg)
+{
+    char err[256];
+    for (size_t i = 0; i < m->nslots; i++)
+        m->slots[i].used = false;
+    for (size_t i = 0; i < cfg->nlistens; i++) {
+        const gw_listen_conf_t *l = &cfg->listens[i];
+        gw_listen_slot_t *s = gw_slot_find(m, &l->addr);
+        if (!s) {
+            m->slots = gw_xrealloc(m->slots, (m->nslots + 1) * sizeof *m->slots);
+            s = &m->slots[m->nslots++];
+            memset(s, 0, sizeof *s);
+            s->addr.host = gw_xstrdup(l->addr.host);
+            s->addr.port = l->addr.port;
+            s->backlog = l->backlog;
+            for (int k = 0; k < GW_MAX_WORKERS; k++)
+                s->fds[k] = -1;
+        }
+        s->used = true;
+        for (int k = 0; k < cfg->workers; k++) {
+            if (s->fds[k] >= 0)
+                continue;
+            s->fds[k] = gw_net_listen(&s->addr, s->backlog, true, err, sizeof err);
+            if (s->fds[k] < 0) {
+                gw_log_error("%s", err);
+                return GW_ERROR;
+            }
+        }
+    }
+    for (size_t i = 0; i < m->nslots;) {
+        gw_listen_slot_t *s = &m->slots[i];
+        if (!s->used) {
+            gw_slot_close(s, 0);
+            free(s->addr.host);
+            m->slots[i] = m->slots[--m->nslots];
+            continue;
+        }
+        gw_slot_close(s, cfg->workers);
+        i++;
+    }
+    return GW_OK;
+}
+
+/* In a new worker: drop the master's watchers and every descriptor that is
+ * not this worker's. */
+static void gw_master_child_cleanup(gw_master_t *m, int index, int *fds)
+{
+    ev_signal_stop(m->loop, &m->sig_term);
+    ev_signal_stop(m->loop, &m->sig_int);
+    ev_signal_stop(m->loop, &m->sig_quit);
+    ev_signal_stop(m->loop, &m->sig_hup);
+    ev_child_stop(m->loop, &m->child_w);
+    ev_timer_stop(m->loop, &m->kill_timer);
+    if (m->status) {
+        gw_status_stop(m->status);
+        m->status = NULL;
+    }
+    if (m->status_fd >= 0)
+        close(m->status_fd);
+    const gw_config_t *cfg = m->cfg;
+    for (size_t i = 0; i < cfg->nlistens; i++)
+        fds[i] = gw_slot_find(m, &cfg->listens[i].addr)->fds[index];
+    for (size_t i = 0; i < m->nslots; i++)
+        for (int k = 0; k < GW_MAX_WORKERS; k++) {
+            int fd = m->slots[i].fds[k];
+            bool mine = false;
+            for (size_t j = 0; j < cfg->nlistens; j++)
+                mine = mine || fds[j] == fd;
+            if (fd >= 0 && !mine)
+                close(fd);
+        }
+    ev_loop_fork(m->loop);
+}
+
+static void gw_master_spawn(gw_master_t *m, int index)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        gw_log_error("fork(): %s", strerror(errno));
+        return;
+    }
+    if (pid == 0) {
+        int fds[64];
+        int nfds = (int)m->cfg->nlistens;
+        int *lfds = nfds <= 64 ? fds : gw_xcalloc((size_t)nfds, sizeof(int));
+        gw_master_child_cleanup(m, index, lfds);
+        _exit(gw_worker_run(m->cfg, index, lfds));
+    }
+    gw_child_t *c = &m->children[m->nchildren++];
+    c->pid = pid;
+    c->index = index;
+    c->generation = m->generation;
+    c->started = gw_now();
+    gw_log_info("started worker %d (pid %d)", index, (int)pid);
+}
+
+static void gw_master_spawn_all(gw_master_t *m)
+{
+    gw_metrics_set_workers(m->cfg->workers);
+    for (int i = 0; i < m->cfg->workers; i++)
+        gw_master_spawn(m, i);
+}
+
+static void gw_master_signal_generation(gw_master_t *m, unsigned gen_below, int sig)
+{
+    for (size_t i = 0; i < m->nchildren; i++)
+        if (m->children[i].generation < gen_below)
+            kill(m->children[i].pid, sig);
+}
+
+/* Free configs of generations that have no worker left. */
+static void gw_master_gc(gw_master_t *m)
+{
+    if (m->nold == 0)
+        return;
+    unsigned oldest = m->generation;
+    for (size_t i = 0; i < m->nchildren; i++)
+        if (m->children[i].generation < oldest)
+            oldest = m->children[i].generation;
+    if (oldest == m->generation) {
+        for (size_t i = 0; i < m->nold; i++)
+            gw_config_free(m->old[i]);
+        m->nold = 0;
+    }
+}
+
+static void gw_master_reload(gw_master_t *m)
+{
+    gw_log_info("reloading %s", m->config_path);
+    gw_config_errors_t errs = {0};
+    gw_config_t *cfg = gw_config_load(m->config_path, &errs);
+    if (!cfg) {
+        char line[1024];
+        for (size_t i = 0; i < errs.count; i++) {
+            gw_config_error_format(&errs.items[i], line, sizeof line);
+            gw_log_error("reload refused: %s", line);
+        }
+        gw_config_errors_free(&errs);
+        return;
+    }
+    char err[512];
+    gw_router_t *probe = gw_router_build(cfg, err, sizeof err);
+    if (!probe) {
+        gw_log_error("reload refused: %s: %s", m->config_path, err);
+        gw_config_free(cfg);
+        return;
+    }
+    gw_router_free(probe);
+    if (gw_master_listen(m, cfg) != GW_OK) {
+        gw_log_error("reload refused: cannot listen on the new addresses");
+        gw_config_free(cfg);
+        gw_master_listen(m, m->cfg);
+        return;
+    }
+    gw_log_reopen(cfg->error_log.path, cfg->error_log.level);
+    m->old = gw_xrealloc(m->old, (m->nold + 1) * sizeof *m->old);
+    m->old[m->nold++] = m->cfg;
+    m->cfg = cfg;
+    m->generation++;
+    gw_metrics_register(cfg);
+    gw_master_spawn_all(m);
+    gw_master_signal_generation(m, m->generation, SIGQUIT);
+    gw_master_gc(m);
+}
+
+static void gw_master_stop(gw_master_t *m)
+{
+    if (m->stopping)
+        return;
+    m->stopping = true;
+    gw_log_info("shutting down: draining %zu worker(s)", m->nchildren);
+    gw_master_signal_generation(m, m->generation + 1, SIGTERM);
+    for (size_t i = 0; i < m->nslots; i++)
+        gw_slot_close(&m->slots[i], 0);
+    m->kill_timer.repeat = m->cfg->timeouts.drain + 5;
+    ev_timer_again(m->loop, &m->kill_timer);
+    if (m->nchildren == 0)
+        ev_break(m->loop, EVBREAK_ALL);
+}
+
+static void gw_master_signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    gw_master_t *m = s->data;
+    if (s->signum == SIGHUP) {
+        if (!m->stopping)
+            gw_master_reload(m);
+        return;
+    }
+    gw_master_stop(m);
+}
+
+static void gw_master_kill_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    gw_master_t *m = t->data;
+    gw_log_warn("workers did not exit in time: killing them");
+    gw_master_signal_generation(m, m->generation + 1, SIGKILL);
+}
+
+static void gw_master_child_cb(struct ev_loop *loop, ev_child *w, int revents)
+{
+    gw_master_t *m = w->data;
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        size_t i;
+        for (i = 0; i < m->nchildren && m->children[i].pid != pid; i++)
+            ;
+        if (i == m->nchildren)
+            continue;
+        gw_child_t c = m->children[i];
+        m->children[i] = m->children[--m->nchildren];
+        bool current = c.generation == m->generation;
+        if (WIFSIGNALED(status))
+            gw_log_error("worker %d (pid %d) killed by signal %d", c.index, (int)pid,
+                         WTERMSIG(status));
+        else if (current && !m->stopping)
+            gw_log_error("worker %d (pid %d) exited with code %d", c.index, (int)pid,
+                         WEXITSTATUS(status));
+        if (current && !m->stopping)
+            gw_master_spawn(m, c.index);
+    }
+    gw_master_gc(m);
+    if (m->stopping && m->nchildren == 0)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static bool gw_master_ready(void *ud)
+{
+    gw_master_t *m = ud;
+    int n = 0;
+    for (size_t i = 0; i < m->nchildren; i++)
+        n += m->children[i].generation == m->generation;
+    return !m->stopping && n >= m->cfg->workers;
+}
+
+static int gw_write_pid_file(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        mkdir(dir, 0755);
+    }
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return GW_ERROR;
+    fprintf(f, "%d\n", (int)getpid());
+    fclose(f);
+    return GW_OK;
+}
+
+static void gw_master_watch(gw_master_t *m)
+{
+    struct {
+        ev_signal *w;
+        int sig;
+    } sigs[] = {{&m->sig_term, SIGTERM}, {&m->sig_int, SIGINT}, {&m->sig_quit, SIGQUIT},
+                {&m->sig_hup, SIGHUP}};
+    for (size_t i = 0; i < GW_ARRAY_LEN(sigs); i++) {
+        ev_signal_init(sigs[i].w, gw_master_signal_cb, sigs[i].sig);
+        sigs[i].w->data = m;
+        ev_signal_start(m->loop, sigs[i].w);
+    }
+    ev_child_init(&m->child_w, gw_master_child_cb, 0, 0);
+    m->child_w.data = m;
+    ev_child_start(m->loop, &m->child_w);
+    ev_init(&m->kill_timer, gw_master_kill_cb);
+    m->kill_timer.data = m;
+}
+
+int gw_master_run(const char *config_path, gw_config_t *cfg)
+{
+    gw_master_t m;
+    memset(&m, 0, sizeof m);
+    m.config_path = gw_xstrdup(config_path);
+    m.cfg = cfg;
+    m.status_fd = -1;
+    m.loop = ev_default_loop(EVFLAG_AUTO);
+    signal(SIGPIPE, SIG_IGN);
+    if (cfg->workers > GW_MAX_WORKERS)
+        cfg->workers = GW_MAX_WORKERS;
+    if (gw_metrics_init(GW_MAX_WORKERS) != GW_OK) {
+        gw_log_error("cannot create shared memory for metrics");
+        return 1;
+    }
+    gw_metrics_register(cfg);
+    if (gw_master_listen(&m, cfg) != GW_OK)
+        return 1;
+    if (cfg->status_enabled) {
+        char err[256];
+        m.status_fd = gw_net_listen(&cfg->status_listen, 128, false, err, sizeof err);
+        if (m.status_fd < 0) {
+            gw_log_error("status listener: %s", err);
+            return 1;
+        }
+        m.status = gw_status_start(m.loop, m.status_fd, gw_master_ready, &m);
+    }
+    if (cfg->pid_file && gw_write_pid_file(cfg->pid_file) != GW_OK) {
+        gw_log_error("cannot write pid file %s: %s", cfg->pid_file, strerror(errno));
+        return 1;
+    }
+    gw_master_watch(&m);
+    gw_log_info("moongate %s started: %zu listener(s), %d worker(s)", GW_VERSION,
+                cfg->nlistens, cfg->workers);
+    gw_master_spawn_all(&m);
+    ev_run(m.loop, 0);
+
+    gw_log_info("moongate stopped");
+    if (m.cfg->pid_file)
+        unlink(m.cfg->pid_file);
+    if (m.status)
+        gw_status_stop(m.status);
+    if (m.status_fd >= 0)
+        close(m.status_fd);
+    for (size_t i = 0; i < m.nslots; i++) {
+        gw_slot_close(&m.slots[i], 0);
+        free(m.slots[i].addr.host);
+    }
+    free(m.slots);
+    for (size_t i = 0; i < m.nold; i++)
+        gw_config_free(m.old[i]);
+    free(m.old);
+    gw_config_free(m.cfg);
+    free(m.config_path);
+    return 0;
+}
