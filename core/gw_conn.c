@@ -656,7 +656,7 @@ static void gw_req_start(gw_conn_t *c)
         gw_conn_error(c, 404, "no route matched");
         return;
     }
-    r->route_slot = gw_metrics_route_slot(r->match.route->name);
+    r->route_slot = w->route_slots[r->match.route->index];
     if (gw_req_body_setup(r) != 0) {
         gw_conn_error(c, 413, "request body too large");
         return;

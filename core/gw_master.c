@@ -34,9 +34,14 @@ typedef struct {
     bool used; /* by the current config */
 } gw_listen_slot_t;
 
+/* Metrics areas: one per live worker process; a draining worker and its
+ * replacement write to different areas. */
+#define GW_METRICS_AREAS (GW_MAX_WORKERS * 2)
+
 typedef struct {
     pid_t pid;
     int index;
+    int area;
     unsigned generation;
     double started;
 } gw_child_t;
@@ -50,7 +55,8 @@ typedef struct {
     unsigned generation;
     gw_listen_slot_t *slots;
     size_t nslots;
-    gw_child_t children[GW_MAX_WORKERS * 4];
+    gw_child_t children[GW_METRICS_AREAS];
+    bool area_used[GW_METRICS_AREAS];
     size_t nchildren;
     int status_fd;
     gw_status_t *status;
@@ -159,6 +165,13 @@ static void gw_master_child_cleanup(gw_master_t *m, int index, int *fds)
 
 static void gw_master_spawn(gw_master_t *m, int index)
 {
+    int area = 0;
+    while (area < GW_METRICS_AREAS && m->area_used[area])
+        area++;
+    if (area == GW_METRICS_AREAS) {
+        gw_log_error("too many worker processes draining: worker %d not started", index);
+        return;
+    }
     pid_t pid = fork();
     if (pid < 0) {
         gw_log_error("fork(): %s", strerror(errno));
@@ -169,11 +182,13 @@ static void gw_master_spawn(gw_master_t *m, int index)
         int nfds = (int)m->cfg->nlistens;
         int *lfds = nfds <= 64 ? fds : gw_xcalloc((size_t)nfds, sizeof(int));
         gw_master_child_cleanup(m, index, lfds);
-        _exit(gw_worker_run(m->cfg, index, lfds));
+        _exit(gw_worker_run(m->cfg, index, area, lfds));
     }
     gw_child_t *c = &m->children[m->nchildren++];
     c->pid = pid;
     c->index = index;
+    c->area = area;
+    m->area_used[area] = true;
     c->generation = m->generation;
     c->started = gw_now();
     gw_log_info("started worker %d (pid %d)", index, (int)pid);
@@ -301,6 +316,8 @@ static void gw_master_child_cb(struct ev_loop *loop, ev_child *w, int revents)
         else if (current && !m->stopping)
             gw_log_error("worker %d (pid %d) exited with code %d", c.index, (int)pid,
                          WEXITSTATUS(status));
+        gw_metrics_reset_gauges(c.area);
+        m->area_used[c.area] = false;
         if (current && !m->stopping)
             gw_master_spawn(m, c.index);
     }
@@ -365,7 +382,7 @@ int gw_master_run(const char *config_path, gw_config_t *cfg)
     signal(SIGPIPE, SIG_IGN);
     if (cfg->workers > GW_MAX_WORKERS)
         cfg->workers = GW_MAX_WORKERS;
-    if (gw_metrics_init(GW_MAX_WORKERS) != GW_OK) {
+    if (gw_metrics_init(GW_METRICS_AREAS) != GW_OK) {
         gw_log_error("cannot create shared memory for metrics");
         return 1;
     }
@@ -408,5 +425,6 @@ int gw_master_run(const char *config_path, gw_config_t *cfg)
     free(m.old);
     gw_config_free(m.cfg);
     free(m.config_path);
+    gw_metrics_free();
     return 0;
 }

@@ -121,9 +121,10 @@ static void gw_worker_free(gw_worker_t *w)
     }
     gw_buf_pool_destroy(&w->bufs);
     free(w->listeners);
+    free(w->route_slots);
 }
 
-int gw_worker_run(gw_config_t *cfg, int index, int *listen_fds)
+int gw_worker_run(gw_config_t *cfg, int index, int metrics_area, int *listen_fds)
 {
     gw_worker_t w;
     memset(&w, 0, sizeof w);
@@ -136,7 +137,7 @@ int gw_worker_run(gw_config_t *cfg, int index, int *listen_fds)
     }
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, SIG_IGN);
-    gw_metrics_set_worker(index);
+    gw_metrics_set_worker(metrics_area);
     if (cfg->access_log.enabled && gw_accesslog_open(cfg->access_log.path) != GW_OK)
         gw_log_error("cannot open access log %s: %s", cfg->access_log.path, strerror(errno));
 
@@ -146,6 +147,9 @@ int gw_worker_run(gw_config_t *cfg, int index, int *listen_fds)
         gw_log_error("worker %d: %s", index, err);
         return 1;
     }
+    w.route_slots = gw_xcalloc(cfg->nroutes, sizeof(int));
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        w.route_slots[i] = gw_metrics_route_slot(cfg->routes[i].name);
     /* Buffers hold a whole request head, or a response head, plus room. */
     size_t bufsize = cfg->limits.max_header_size + 4096;
     if (bufsize < 16384)

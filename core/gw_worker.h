@@ -167,6 +167,7 @@ struct gw_worker_s {
     struct ev_loop *loop;
     gw_config_t *cfg;
     gw_router_t *router;
+    int *route_slots; /* metrics slot of each route, by route index */
     gw_upstream_t *upstreams;
     size_t nupstreams;
     int index;
@@ -192,9 +193,10 @@ struct gw_worker_s {
 /*
  * Run a worker until it is told to stop: cfg is owned by the caller and
  * must outlive the call; listen_fds are this worker's listening sockets, one
- * per cfg->listens entry. Returns the process exit code.
+ * per cfg->listens entry; metrics_area is this process's own area in the
+ * shared metrics. Returns the process exit code.
  */
-int gw_worker_run(gw_config_t *cfg, int index, int *listen_fds);
+int gw_worker_run(gw_config_t *cfg, int index, int metrics_area, int *listen_fds);
 
 /* Write a fresh request id (16 hex digits and a NUL) into out. */
 void gw_worker_request_id(gw_worker_t *w, char out[17]);
