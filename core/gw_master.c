@@ -296,31 +296,31 @@ static void gw_master_kill_cb(struct ev_loop *loop, ev_timer *t, int revents)
     gw_master_signal_generation(m, m->generation + 1, SIGKILL);
 }
 
+/* libev reaped a child (w->rpid, w->rstatus): forget it, and start a new
+ * worker in its place when it belonged to the current generation. */
 static void gw_master_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 {
     gw_master_t *m = w->data;
-    int status;
-    pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        size_t i;
-        for (i = 0; i < m->nchildren && m->children[i].pid != pid; i++)
-            ;
-        if (i == m->nchildren)
-            continue;
-        gw_child_t c = m->children[i];
-        m->children[i] = m->children[--m->nchildren];
-        bool current = c.generation == m->generation;
-        if (WIFSIGNALED(status))
-            gw_log_error("worker %d (pid %d) killed by signal %d", c.index, (int)pid,
-                         WTERMSIG(status));
-        else if (current && !m->stopping)
-            gw_log_error("worker %d (pid %d) exited with code %d", c.index, (int)pid,
-                         WEXITSTATUS(status));
-        gw_metrics_reset_gauges(c.area);
-        m->area_used[c.area] = false;
-        if (current && !m->stopping)
-            gw_master_spawn(m, c.index);
-    }
+    pid_t pid = w->rpid;
+    int status = w->rstatus;
+    size_t i;
+    for (i = 0; i < m->nchildren && m->children[i].pid != pid; i++)
+        ;
+    if (i == m->nchildren)
+        return;
+    gw_child_t c = m->children[i];
+    m->children[i] = m->children[--m->nchildren];
+    gw_metrics_reset_gauges(c.area);
+    m->area_used[c.area] = false;
+    bool current = c.generation == m->generation;
+    if (WIFSIGNALED(status))
+        gw_log_error("worker %d (pid %d) killed by signal %d", c.index, (int)pid,
+                     WTERMSIG(status));
+    else if (current && !m->stopping)
+        gw_log_error("worker %d (pid %d) exited with code %d", c.index, (int)pid,
+                     WEXITSTATUS(status));
+    if (current && !m->stopping)
+        gw_master_spawn(m, c.index);
     gw_master_gc(m);
     if (m->stopping && m->nchildren == 0)
         ev_break(loop, EVBREAK_ALL);
