@@ -174,8 +174,10 @@ void gw_io_set(struct ev_loop *loop, ev_io *io, int events)
 {
     if ((io->events & (EV_READ | EV_WRITE)) == events && (events == 0 || ev_is_active(io)))
         return;
+    /* ev_io_modify, unlike ev_io_set, does not force an epoll_ctl when the
+     * fd's mask ends up unchanged. */
     ev_io_stop(loop, io);
-    ev_io_set(io, io->fd, events);
+    ev_io_modify(io, events);
     if (events)
         ev_io_start(loop, io);
 }
@@ -390,10 +392,13 @@ int gw_conn_flush_response(gw_conn_t *c)
         gw_conn_request_done(c);
         return GW_DONE;
     }
-    int events = (!r->body_done && c->state == GW_CONN_PROXY) ? EV_READ : 0;
-    gw_io_set(w->loop, &c->io, events);
-    if (!events)
+    /* Read interest stays on: a read event while the request needs no more
+     * input switches it off then (see gw_conn_read_body). */
+    gw_io_set(w->loop, &c->io, EV_READ);
+    if (r->body_done)
         ev_timer_stop(w->loop, &c->timer);
+    else
+        gw_conn_timer_set(c, w->cfg->timeouts.client_body);
     return gw_proxy_resume_response(r);
 }
 
@@ -406,7 +411,8 @@ void gw_conn_request_done(gw_conn_t *c)
     gw_worker_t *w = c->w;
     gw_req_t *r = c->req;
     gw_conn_log(c, r);
-    bool close_now = r->close_after || w->stopping || !r->body_done;
+    bool close_now = r->close_after || w->stopping || !r->body_done ||
+                     w->cfg->timeouts.keepalive <= 0;
     size_t leftover_at = r->msg_end;
     gw_proxy_abort(r); /* releases the upstream connection if still held */
     gw_req_put(w, r);
@@ -515,6 +521,7 @@ static void gw_conn_reject_parse(gw_conn_t *c, llhttp_errno_t err)
 }
 
 static void gw_req_start(gw_conn_t *c);
+static int gw_conn_parse_body(gw_conn_t *c);
 
 /* Parse what is buffered of a request head; start the request once the
  * head is complete. */
@@ -585,6 +592,7 @@ static int gw_req_validate(gw_req_t *r)
     }
     if (!gw_http_valid_host(host))
         return 400;
+    r->host_header = host;
     r->host = gw_http_host_without_port(host);
     gw_path_split(target, &path, &query);
     r->query = query;
@@ -661,12 +669,14 @@ static void gw_req_start(gw_conn_t *c)
         gw_conn_error(c, 413, "request body too large");
         return;
     }
+    /* Body bytes that came with the head. */
+    if (gw_conn_parse_body(c) != GW_OK)
+        return;
     gw_str_t expect;
-    if (r->body_mode != GW_BODY_NONE && r->parser.http_minor >= 1 &&
+    if (r->body_mode != GW_BODY_NONE && !r->body_done && r->parser.http_minor >= 1 &&
         gw_req_header_lookup(r, GW_STR("expect"), &expect) &&
         gw_str_caseeq_lit(expect, "100-continue"))
         r->expect_continue = true;
-    gw_io_set(w->loop, &c->io, r->body_done ? 0 : EV_READ);
     if (!r->body_done)
         gw_conn_timer_set(c, w->cfg->timeouts.client_body);
     else

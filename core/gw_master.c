@@ -97,6 +97,10 @@ static int gw_master_listen(gw_master_t *m, const gw_config_t *cfg)
     for (size_t i = 0; i < cfg->nlistens; i++) {
         const gw_listen_conf_t *l = &cfg->listens[i];
         gw_listen_slot_t *s = gw_slot_find(m, &l->addr);
+        if (!s && gw_net_check_free(&l->addr, err, sizeof err) != GW_OK) {
+            gw_log_error("%s (is another gateway running?)", err);
+            return GW_ERROR;
+        }
         if (!s) {
             m->slots = gw_xrealloc(m->slots, (m->nslots + 1) * sizeof *m->slots);
             s = &m->slots[m->nslots++];

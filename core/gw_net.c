@@ -39,6 +39,33 @@ int gw_net_listen(const gw_addr_conf_t *addr, int backlog, bool reuseport, char 
     return fd;
 }
 
+int gw_net_check_free(const gw_addr_conf_t *addr, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (gw_net_resolve(addr->host, addr->port, &ss, &len) != GW_OK) {
+        snprintf(err, errlen, "cannot resolve %s", addr->host);
+        return GW_ERROR;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket(): %s", strerror(errno));
+        return GW_ERROR;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    int rc = bind(fd, (struct sockaddr *)&ss, len);
+    int e = errno;
+    close(fd);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot listen on %s:%u: %s", addr->host, addr->port, strerror(e));
+        return GW_ERROR;
+    }
+    return GW_OK;
+}
+
 int gw_net_resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
                    socklen_t *len)
 {

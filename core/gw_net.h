@@ -14,6 +14,14 @@
 int gw_net_listen(const gw_addr_conf_t *addr, int backlog, bool reuseport, char *err,
                   size_t errlen);
 
+/*
+ * Whether addr is free: a plain bind (without SO_REUSEPORT) succeeds. This
+ * catches another process already serving addr with SO_REUSEPORT sockets,
+ * which a SO_REUSEPORT bind would silently share. GW_OK, or GW_ERROR with a
+ * message in err.
+ */
+int gw_net_check_free(const gw_addr_conf_t *addr, char *err, size_t errlen);
+
 /* Resolve host:port (numeric or a name) to a socket address. GW_OK/GW_ERROR. */
 int gw_net_resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
                    socklen_t *len);

@@ -214,14 +214,7 @@ static int gw_build_request_head(gw_req_t *r)
     GW_OUT_LIT(&o, " ");
     gw_out_target(&o, r);
     GW_OUT_LIT(&o, " HTTP/1.1\r\nHost: ");
-    gw_str_t host_hdr = {NULL, 0}, xff = {NULL, 0};
-    bool has_rid = false;
-    for (size_t i = 0; i < r->nheaders; i++) {
-        if (gw_str_caseeq_lit(r->headers[i].name, "host"))
-            host_hdr = r->headers[i].value;
-        else if (gw_str_caseeq_lit(r->headers[i].name, "x-request-id"))
-            has_rid = true;
-    }
+    gw_str_t host_hdr = r->host_header;
     if (route->host_header)
         gw_out_add(&o, route->host_header, strlen(route->host_header));
     else if (route->preserve_host && host_hdr.len)
@@ -233,29 +226,26 @@ static int gw_build_request_head(gw_req_t *r)
         gw_str_t n = r->headers[i].name;
         if (gw_str_caseeq_lit(n, "host") || gw_str_caseeq_lit(n, "expect") ||
             gw_str_caseeq_lit(n, "x-forwarded-proto") ||
-            gw_str_caseeq_lit(n, "x-forwarded-host") ||
+            gw_str_caseeq_lit(n, "x-forwarded-host") || gw_str_caseeq_lit(n, "x-request-id") ||
+            gw_str_caseeq_lit(n, "x-forwarded-for") ||
             gw_drop_header(n, r->headers, r->nheaders))
             continue;
-        if (gw_str_caseeq_lit(n, "x-forwarded-for")) {
-            if (xff.len == 0)
-                xff = r->headers[i].value;
-            continue;
-        }
         gw_out_header(&o, n, r->headers[i].value);
     }
+    /* Every X-Forwarded-For received, in order, then the client. */
+    GW_OUT_LIT(&o, "X-Forwarded-For: ");
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (gw_str_caseeq_lit(r->headers[i].name, "x-forwarded-for") && r->headers[i].value.len) {
+            gw_out_str(&o, r->headers[i].value);
+            GW_OUT_LIT(&o, ", ");
+        }
     char client[INET6_ADDRSTRLEN];
     size_t clen = gw_net_ntop((const struct sockaddr_storage *)&r->c->peer, client, sizeof client);
-    GW_OUT_LIT(&o, "X-Forwarded-For: ");
-    if (xff.len) {
-        gw_out_str(&o, xff);
-        GW_OUT_LIT(&o, ", ");
-    }
     gw_out_add(&o, client, clen);
     GW_OUT_LIT(&o, "\r\nX-Forwarded-Proto: http\r\n");
     if (host_hdr.len)
         gw_out_header(&o, GW_STR("X-Forwarded-Host"), host_hdr);
-    if (!has_rid)
-        gw_out_header(&o, GW_STR("X-Request-Id"), (gw_str_t){r->request_id, strlen(r->request_id)});
+    gw_out_header(&o, GW_STR("X-Request-Id"), (gw_str_t){r->request_id, strlen(r->request_id)});
     GW_OUT_LIT(&o, "\r\n");
     if (o.overflow)
         return GW_ERROR;
@@ -289,6 +279,8 @@ static int gw_build_response_head(gw_req_t *r)
             continue;
         gw_out_header(&o, name, r->rheaders[i].value);
     }
+    if (r->c->w->stopping)
+        r->close_after = true;
     if (r->close_after)
         GW_OUT_LIT(&o, "Connection: close\r\n");
     else if (r->parser.http_minor == 0)
@@ -318,6 +310,14 @@ static void gw_up_timer(gw_req_t *r, double after)
     }
     uc->timer.repeat = after;
     ev_timer_again(uc->w->loop, &uc->timer);
+}
+
+/* The client is behind: stop reading the upstream, and stop its read
+ * timeout too (the client's send timeout applies meanwhile). */
+static void gw_up_pause(gw_req_t *r)
+{
+    gw_up_watch(r, r->body_parsed > r->body_sent ? EV_WRITE : 0);
+    gw_up_timer(r, 0);
 }
 
 /* Give up the upstream connection: back to the pool when reusable. */
@@ -365,7 +365,7 @@ static void gw_proxy_fail(gw_req_t *r, gw_fail_t why, const char *detail)
     if (uc) {
         /* A reused keep-alive connection the upstream had closed is not the
          * target's fault and does not use up a retry. */
-        bool stale = reused && why == GW_FAIL_IO && r->rin == NULL;
+        bool stale = reused && why == GW_FAIL_IO && !r->rgot;
         r->upstream_reusable = false;
         if (stale) {
             gw_balancer_release(r->up->balancer, r->target->index);
@@ -456,6 +456,12 @@ static void gw_proxy_connect(gw_req_t *r)
     r->body_sent = r->head_len;
     r->sent_any = false;
     r->head_sent_up = false;
+    r->rgot = false;
+    if (r->rin) {
+        /* A previous attempt's partial response is forgotten. */
+        gw_buf_put(&w->bufs, r->rin);
+        r->rin = NULL;
+    }
     r->t_upstream = now;
     gw_upconn_t *uc = gw_upstream_pool_get(r->target);
     if (!uc) {
@@ -470,9 +476,10 @@ static void gw_proxy_connect(gw_req_t *r)
     gw_balancer_acquire(up->balancer, idx);
     r->uc = uc;
     uc->req = r;
-    ev_io_init(&uc->io, gw_up_io_cb, uc->fd, 0);
+    ev_set_cb(&uc->io, gw_up_io_cb);
     uc->io.data = r;
-    ev_init(&uc->timer, gw_up_timer_cb);
+    ev_io_modify(&uc->io, 0);
+    ev_set_cb(&uc->timer, gw_up_timer_cb);
     uc->timer.data = r;
     if (uc->connecting) {
         gw_up_watch(r, EV_WRITE);
@@ -528,6 +535,9 @@ static int gw_up_send(gw_req_t *r)
             if (errno == EAGAIN) {
                 gw_up_watch(r, EV_READ | EV_WRITE);
                 gw_up_timer(r, conf->send_timeout);
+                /* Waiting on the upstream, not on the client. */
+                if (!(c->io.events & EV_WRITE))
+                    ev_timer_stop(c->w->loop, &c->timer);
                 return GW_AGAIN;
             }
             char detail[128];
@@ -546,7 +556,12 @@ static int gw_up_send(gw_req_t *r)
         r->body_sent += left;
     }
     r->head_sent_up = true;
-    gw_up_watch(r, r->rhead_done && r->rsend_end > r->rsend_start ? 0 : EV_READ);
+    if (r->rhead_done && r->rsend_end > r->rsend_start) {
+        gw_up_pause(r);
+        gw_conn_want_body(c);
+        return GW_OK;
+    }
+    gw_up_watch(r, EV_READ);
     if (r->body_done && r->body_sent >= r->msg_end)
         gw_up_timer(r, r->rhead_done ? 0 : conf->read_timeout);
     else {
@@ -732,7 +747,7 @@ static void gw_up_read(gw_req_t *r)
     }
     gw_buf_t *rin = r->rin;
     if (r->rhead_done && r->rsend_end > r->rsend_start) {
-        gw_up_watch(r, 0); /* the client has not taken the last bytes yet */
+        gw_up_pause(r); /* the client has not taken the last bytes yet */
         return;
     }
     ssize_t n;
@@ -746,6 +761,7 @@ static void gw_up_read(gw_req_t *r)
         return;
     }
     rin->end += (size_t)n;
+    r->rgot = true;
     if (r->body_done && r->body_sent >= r->msg_end)
         gw_up_timer(r, r->up->conf->read_timeout);
     if (gw_up_parse(r) != GW_OK)
@@ -755,8 +771,10 @@ static void gw_up_read(gw_req_t *r)
         return;
     }
     if (r->rsend_end > r->rsend_start || r->out_sent < r->out->end) {
-        gw_up_watch(r, 0);
-        gw_conn_flush_response(r->c);
+        if (gw_conn_flush_response(r->c) == GW_DONE)
+            return;
+        if (r->uc && (r->rsend_end > r->rsend_start || r->out_sent < r->out->end))
+            gw_up_pause(r);
     }
 }
 

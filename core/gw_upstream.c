@@ -31,7 +31,8 @@ int gw_upstreams_init(gw_worker_t *w, char *err, size_t errlen)
             gw_target_t *t = &up->targets[j];
             t->up = up;
             t->index = (int)j;
-            snprintf(t->name, sizeof t->name, "%s:%u", uc->targets[j].host,
+            const char *host = uc->targets[j].host;
+            snprintf(t->name, sizeof t->name, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host,
                      uc->targets[j].port);
             t->resolved = gw_net_resolve(uc->targets[j].host, uc->targets[j].port, &t->addr,
                                          &t->addrlen) == GW_OK;
@@ -116,11 +117,13 @@ void gw_upstream_pool_put(gw_upconn_t *uc)
     }
     ev_io_stop(w->loop, &uc->io);
     ev_timer_stop(w->loop, &uc->timer);
-    ev_io_init(&uc->io, gw_idle_io_cb, uc->fd, EV_READ);
+    ev_set_cb(&uc->io, gw_idle_io_cb);
     uc->io.data = uc;
+    ev_io_modify(&uc->io, EV_READ);
     ev_io_start(w->loop, &uc->io);
-    ev_timer_init(&uc->timer, gw_idle_timer_cb, t->up->conf->idle_timeout, 0.);
+    ev_set_cb(&uc->timer, gw_idle_timer_cb);
     uc->timer.data = uc;
+    ev_timer_set(&uc->timer, t->up->conf->idle_timeout, 0.);
     ev_timer_start(w->loop, &uc->timer);
     uc->prev = NULL;
     uc->next = t->idle;
@@ -155,7 +158,7 @@ gw_upconn_t *gw_upconn_open(gw_worker_t *w, gw_target_t *t)
     uc->target = t;
     uc->fd = fd;
     uc->connecting = in_progress;
-    ev_init(&uc->io, NULL);
+    ev_io_init(&uc->io, NULL, fd, 0);
     ev_init(&uc->timer, NULL);
     return uc;
 }

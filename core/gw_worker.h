@@ -82,6 +82,7 @@ struct gw_req_s {
     gw_header_t *headers; /* capacity: limits.max_headers */
     size_t nheaders;
     gw_str_t method, url, host;
+    gw_str_t host_header; /* Host as received (or from an absolute-form target) */
     gw_str_t cur_name, cur_value;
     bool in_name, in_value, url_done;
     int parse_status; /* status to answer when a callback rejects */
@@ -124,6 +125,7 @@ struct gw_req_s {
     gw_str_t rstatus_text;
     gw_body_mode_t rbody_mode;
     bool rhead_done, rdone, rdecode;
+    bool rgot;           /* a response byte was read on this attempt */
     size_t rparsed;      /* offset in rin parsed so far */
     size_t rsend_start;  /* bytes [rsend_start, rsend_end) go to the client */
     size_t rsend_end;
