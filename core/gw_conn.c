@@ -533,8 +533,13 @@ static void gw_conn_parse_head(gw_conn_t *c)
     gw_buf_t *in = c->in;
     size_t from = r->body_parsed; /* during the head: bytes parsed so far */
     llhttp_errno_t err = llhttp_execute(&r->parser, in->data + from, in->end - from);
+    size_t limit = c->w->cfg->limits.max_header_size;
     if (err == HPE_PAUSED) {
         r->head_len = (size_t)(llhttp_get_error_pos(&r->parser) - in->data);
+        if (r->head_len > limit) {
+            gw_conn_head_too_large(c);
+            return;
+        }
         llhttp_resume(&r->parser);
         gw_req_start(c);
         return;
@@ -544,7 +549,7 @@ static void gw_conn_parse_head(gw_conn_t *c)
         return;
     }
     r->body_parsed = in->end;
-    if (in->end == in->cap)
+    if (in->end > limit || in->end == in->cap)
         gw_conn_head_too_large(c);
 }
 
