@@ -63,6 +63,8 @@ typedef struct {
     ev_signal sig_term, sig_int, sig_quit, sig_hup;
     ev_child child_w;
     ev_timer kill_timer;
+    ev_timer respawn_timer;
+    bool respawn[GW_MAX_WORKERS]; /* worker indexes waiting to be started */
     bool stopping;
 } gw_master_t;
 
@@ -146,6 +148,7 @@ static void gw_master_child_cleanup(gw_master_t *m, int index, int *fds)
     ev_signal_stop(m->loop, &m->sig_hup);
     ev_child_stop(m->loop, &m->child_w);
     ev_timer_stop(m->loop, &m->kill_timer);
+    ev_timer_stop(m->loop, &m->respawn_timer);
     if (m->status) {
         gw_status_stop(m->status);
         m->status = NULL;
@@ -167,18 +170,42 @@ static void gw_master_child_cleanup(gw_master_t *m, int index, int *fds)
     ev_loop_fork(m->loop);
 }
 
+static void gw_master_spawn(gw_master_t *m, int index);
+
+/* Start worker `index` in a second: used after a crash right at start-up
+ * (no restart loop burning the CPU) and when a start failed. */
+static void gw_master_respawn_later(gw_master_t *m, int index)
+{
+    m->respawn[index] = true;
+    if (!ev_is_active(&m->respawn_timer)) {
+        ev_timer_set(&m->respawn_timer, 1., 0.);
+        ev_timer_start(m->loop, &m->respawn_timer);
+    }
+}
+
+static void gw_master_respawn_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    gw_master_t *m = t->data;
+    for (int i = 0; i < GW_MAX_WORKERS; i++)
+        if (m->respawn[i]) {
+            m->respawn[i] = false;
+            if (!m->stopping && i < m->cfg->workers)
+                gw_master_spawn(m, i);
+        }
+}
+
 static void gw_master_spawn(gw_master_t *m, int index)
 {
     int area = 0;
     while (area < GW_METRICS_AREAS && m->area_used[area])
         area++;
-    if (area == GW_METRICS_AREAS) {
-        gw_log_error("too many worker processes draining: worker %d not started", index);
-        return;
-    }
-    pid_t pid = fork();
+    pid_t pid = area < GW_METRICS_AREAS ? fork() : -1;
     if (pid < 0) {
-        gw_log_error("fork(): %s", strerror(errno));
+        if (area == GW_METRICS_AREAS)
+            gw_log_error("too many worker processes draining: worker %d waits", index);
+        else
+            gw_log_error("fork(): %s", strerror(errno));
+        gw_master_respawn_later(m, index);
         return;
     }
     if (pid == 0) {
@@ -323,8 +350,12 @@ static void gw_master_child_cb(struct ev_loop *loop, ev_child *w, int revents)
     else if (current && !m->stopping)
         gw_log_error("worker %d (pid %d) exited with code %d", c.index, (int)pid,
                      WEXITSTATUS(status));
-    if (current && !m->stopping)
-        gw_master_spawn(m, c.index);
+    if (current && !m->stopping) {
+        if (gw_now() - c.started < 1.0)
+            gw_master_respawn_later(m, c.index);
+        else
+            gw_master_spawn(m, c.index);
+    }
     gw_master_gc(m);
     if (m->stopping && m->nchildren == 0)
         ev_break(loop, EVBREAK_ALL);
@@ -373,6 +404,8 @@ static void gw_master_watch(gw_master_t *m)
     ev_child_start(m->loop, &m->child_w);
     ev_init(&m->kill_timer, gw_master_kill_cb);
     m->kill_timer.data = m;
+    ev_init(&m->respawn_timer, gw_master_respawn_cb);
+    m->respawn_timer.data = m;
 }
 
 int gw_master_run(const char *config_path, gw_config_t *cfg)

@@ -165,7 +165,7 @@ static void gw_st_route(gw_st_conn_t *c)
         if (!s->ready || s->ready(s->ud))
             gw_st_json(c, 200, "{\"status\":\"ready\"}");
         else
-            gw_st_json(c, 503, "{\"status\":\"starting\"}");
+            gw_st_json(c, 503, "{\"status\":\"not ready\"}");
     } else if (gw_str_eq(path, GW_STR("/metrics"))) {
         char *body = NULL;
         size_t len = gw_metrics_render(&body);

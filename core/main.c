@@ -134,5 +134,12 @@ int main(int argc, char **argv)
         gw_config_free(cfg);
         return 1;
     }
-    return gw_master_run(file, cfg);
+    const char *log_path = cfg->error_log.path;
+    bool to_stderr = !log_path || strcmp(log_path, "stderr") == 0;
+    char *log_copy = to_stderr ? NULL : gw_xstrdup(log_path);
+    int rc = gw_master_run(file, cfg);
+    if (rc != 0 && log_copy)
+        fprintf(stderr, "moongate: failed; see the error log %s\n", log_copy);
+    free(log_copy);
+    return rc;
 }

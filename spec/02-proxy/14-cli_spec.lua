@@ -146,4 +146,22 @@ routes:
         assert.are_not.equal(0, code, out)
         assert_bad_config_errors(bad, out)
     end)
+
+    it("refuses to start on an address another gateway serves", function()
+        local gw = helpers.start_gateway {
+            upstreams = { u = { targets = { "127.0.0.1:9" } } },
+            routes = { { name = "r", paths = { "/" }, upstream = "u" } },
+        }
+        local second = helpers.tmpdir() .. "/second.yaml"
+        helpers.write_file(second, string.format(GOOD, gw.port))
+        local code, out, timed_out = helpers.run({ "-c", second }, { timeout = 10 })
+        assert.is_nil(timed_out, "a second gateway started on the same address")
+        assert.are_not.equal(0, code, out)
+        assert.truthy(out:find("127.0.0.1:" .. gw.port, 1, true), out)
+        assert.truthy(out:find("in use", 1, true), out)
+        -- The first gateway is untouched.
+        local res = assert(helpers.http(gw.port, { path = "/nothing-here" }))
+        assert.are.equal(502, res.status)
+        gw:stop()
+    end)
 end)
