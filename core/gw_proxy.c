@@ -263,9 +263,12 @@ static int gw_build_request_head(gw_req_t *r)
 static int gw_build_response_head(gw_req_t *r)
 {
     gw_out_t o = {r->out->data, 0, r->out->cap, false};
-    char line[32];
-    int n = snprintf(line, sizeof line, "HTTP/1.1 %d ", r->status);
-    gw_out_add(&o, line, (size_t)n);
+    /* llhttp guarantees a three-digit status code. */
+    char line[] = "HTTP/1.1 000 ";
+    line[9] = (char)('0' + r->status / 100 % 10);
+    line[10] = (char)('0' + r->status / 10 % 10);
+    line[11] = (char)('0' + r->status % 10);
+    gw_out_add(&o, line, sizeof line - 1);
     if (r->rstatus_text.len)
         gw_out_str(&o, r->rstatus_text);
     else
