@@ -438,7 +438,7 @@ size_t gw_metrics_render(char **out)
     }
 
     gw_m_family(&b, "moongate_upstream_latency_seconds", "histogram",
-                "Time from sending a request upstream to its response head, in seconds.");
+                "Time from starting a request upstream to the end of its response, in seconds.");
     if (gw_m_shm) {
         for (uint32_t u = 0; u < nups; u++)
             gw_m_render_latency(&b, u);
