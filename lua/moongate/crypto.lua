@@ -150,18 +150,27 @@ end
 
 local errbuf = ffi_new("char[256]")
 
--- Describes the oldest entry of OpenSSL's error queue, prefixed by `what`,
--- and empties the queue so the next call starts clean.
+-- Describes OpenSSL's error queue (up to MAX_ERRORS entries, oldest
+-- first, joined by "; "), prefixed by `what`, and empties the queue so the
+-- next call starts clean.
+local MAX_ERRORS = 4
+
 local function openssl_error(what)
-    local code = C.ERR_get_error()
-    local msg
-    if code ~= 0 then
+    local msg = what
+    local sep = ": "
+    for _ = 1, MAX_ERRORS do
+        local code = C.ERR_get_error()
+        if code == 0 then
+            break
+        end
         C.ERR_error_string_n(code, errbuf, 256)
-        msg = what .. ": " .. ffi_string(errbuf)
-    else
-        msg = what .. " failed"
+        msg = msg .. sep .. ffi_string(errbuf)
+        sep = "; "
     end
     C.ERR_clear_error()
+    if msg == what then
+        msg = what .. " failed"
+    end
     return msg
 end
 
