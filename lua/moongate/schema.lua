@@ -68,7 +68,7 @@
 
 local ffi = require "ffi"
 
-local type, next, ipairs, pairs, pcall, error = type, next, ipairs, pairs, pcall, error
+local type, next, ipairs, pcall, error = type, next, ipairs, pcall, error
 local tostring, tonumber = tostring, tonumber
 local getmetatable, setmetatable, rawget = getmetatable, setmetatable, rawget
 local floor, huge = math.floor, math.huge
@@ -80,6 +80,7 @@ local _M = { _VERSION = "0.1.0" }
 
 local MAX_SAFE_INTEGER = 2 ^ 53
 local DURATION_WHAT = "duration (e.g. 500ms, 2s, 1.5m)"
+local DURATION_WHOLE_WHAT = "duration in whole seconds (e.g. 2s, 1m)"
 local SIZE_WHAT = "size (e.g. 1024, 16k, 10m, 1g)"
 
 -- ---- values ----
@@ -464,8 +465,11 @@ local function check_object(node, v, path, errs)
     check_properties(node, v, path, errs, out)
     check_additional(node, v, path, errs, out)
     -- Required names that only additional_properties describes.
+    local additional = node.additional
+    local nullable = type(additional) == "table" and additional.nullable
     for _, name in ipairs(node.extra_required) do
-        if absent(node.additional == true and node or node.additional, rawget(v, name)) then
+        local pv = rawget(v, name)
+        if pv == nil or (not nullable and is_null(pv)) then
             add_error(errs, join_path(path, name), "required field missing")
         end
     end
@@ -510,9 +514,9 @@ local function check_array(node, v, path, errs)
     local out, items = {}, node.items
     for i = 1, n do
         if items then
-            out[i] = check(items, v[i], path .. "[" .. (i - 1) .. "]", errs)
+            out[i] = check(items, rawget(v, i), path .. "[" .. (i - 1) .. "]", errs)
         else
-            out[i] = deep_copy(v[i])
+            out[i] = deep_copy(rawget(v, i))
         end
     end
     if node.unique_items then
@@ -580,7 +584,9 @@ local function check_alternatives(node, v, path, errs)
                 return out
             end
             matched[#matched + 1] = "#" .. (i - 1)
-            result = result == nil and out or result
+            if #matched == 1 then
+                result = out
+            end
         else
             reasons[#reasons + 1] = "#" .. (i - 1) .. ": " .. first_error_text(alt_errs)
         end
@@ -846,7 +852,7 @@ local function compile_typed(node, def, spath, active, keys)
     end
     node.type, node.format = t, def.format
     if def.format == "duration" then
-        node.expected = DURATION_WHAT
+        node.expected = t == "integer" and DURATION_WHOLE_WHAT or DURATION_WHAT
     elseif def.format == "size" then
         node.expected = SIZE_WHAT
     else

@@ -164,7 +164,7 @@ static void test_endpoints(void)
     free(r.body);
 
     /* The same connection, kept alive. */
-    CHECK_RESP(fd, "GET /ready HTTP/1.1\r\n\r\n", 503, "{\"status\":\"starting\"}");
+    CHECK_RESP(fd, "GET /ready HTTP/1.1\r\n\r\n", 503, "{\"status\":\"not ready\"}");
     *ready_flag = 1;
     CHECK_RESP(fd, "GET /ready HTTP/1.1\r\n\r\n", 200, "{\"status\":\"ready\"}");
     CHECK_RESP(fd, "GET /health?verbose=1 HTTP/1.1\r\n\r\n", 200, "{\"status\":\"ok\"}");
