@@ -7,14 +7,14 @@
 #include <unistd.h>
 
 #define GW_AL_BUF_SIZE (64 * 1024)
-#define GW_AL_FIXED 320 /* an entry's bytes besides its escaped strings */
+#define GW_AL_FIXED    320 /* an entry's bytes besides its escaped strings */
 
 static char gw_al_buf[GW_AL_BUF_SIZE];
 static size_t gw_al_len;
 static int gw_al_fd = -1;
 
-static int64_t gw_al_sec = -1;   /* the second formatted in gw_al_stamp */
-static char gw_al_stamp[24];     /* "2026-11-22T10:00:00" */
+static int64_t gw_al_sec = -1; /* the second formatted in gw_al_stamp */
+static char gw_al_stamp[24];   /* "2026-11-22T10:00:00" */
 static size_t gw_al_stamp_len;
 
 /* Write the buffer out; on an error other than EINTR the rest is dropped. */
@@ -156,8 +156,8 @@ static void gw_al_time(double t)
         gw_al_sec = sec;
     }
     unsigned ms = (unsigned)(us % 1000000 / 1000);
-    char tail[6] = {'.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10),
-                    (char)('0' + ms % 10), 'Z', '"'};
+    char tail[6] = {
+        '.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), 'Z', '"'};
     GW_AL_LIT("\"");
     gw_al_put(gw_al_stamp, gw_al_stamp_len);
     gw_al_put(tail, sizeof tail);

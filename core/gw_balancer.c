@@ -54,7 +54,7 @@ struct gw_balancer_s {
 enum { GW_LEVEL_UP_UNTRIED = 0, GW_LEVEL_UP, GW_LEVEL_UNTRIED, GW_LEVEL_ANY };
 
 #define GW_FNV_OFFSET 2166136261u
-#define GW_FNV_PRIME 16777619u
+#define GW_FNV_PRIME  16777619u
 
 static uint32_t gw_fnv_update(uint32_t h, const void *data, size_t len)
 {
@@ -169,8 +169,7 @@ static bool gw_is_tried(uint64_t tried, size_t i)
 }
 
 /* Whether target i is a candidate at `level` (see GW_LEVEL_*). */
-static bool gw_eligible(const gw_balancer_t *b, size_t i, int level, uint64_t tried,
-                        double now)
+static bool gw_eligible(const gw_balancer_t *b, size_t i, int level, uint64_t tried, double now)
 {
     switch (level) {
     case GW_LEVEL_UP_UNTRIED:
@@ -305,8 +304,7 @@ static double gw_ewma_score(const gw_peer_t *p, double now)
 }
 
 /* The index of the k-th (from 0) candidate at `level`. */
-static int gw_nth_eligible(const gw_balancer_t *b, size_t k, int level, uint64_t tried,
-                           double now)
+static int gw_nth_eligible(const gw_balancer_t *b, size_t k, int level, uint64_t tried, double now)
 {
     for (size_t i = 0; i < b->n; i++)
         if (gw_eligible(b, i, level, tried, now) && k-- == 0)
@@ -370,8 +368,7 @@ void gw_balancer_release(gw_balancer_t *b, int i)
  * the previous sample. A failed request counts as taking at least the
  * connect timeout, so a target that fails fast does not look fast.
  */
-static void gw_ewma_update(gw_balancer_t *b, gw_peer_t *p, bool ok, double latency,
-                           double now)
+static void gw_ewma_update(gw_balancer_t *b, gw_peer_t *p, bool ok, double latency, double now)
 {
     if (latency < 0)
         latency = 0;

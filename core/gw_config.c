@@ -17,11 +17,10 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define GW_CONFIG_FILE_MAX (16 * 1024 * 1024)
+#define GW_CONFIG_FILE_MAX    (16 * 1024 * 1024)
 #define GW_CONFIG_MAX_WORKERS 64
 
-static const char *const gw_balance_names[] = {"round_robin", "least_conn", "hash", "ewma",
-                                               NULL};
+static const char *const gw_balance_names[] = {"round_robin", "least_conn", "hash", "ewma", NULL};
 static const char *const gw_hash_on_names[] = {"ip", "header", "cookie", NULL};
 static const char *const gw_level_names[] = {"error", "warn", "info", "debug", NULL};
 
@@ -125,9 +124,8 @@ static bool gw_caddr(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_addr_conf_t *a)
         hp.port = s;
     else if (!gw_split_hostport(s, &hp) || !hp.port) {
         bool bare_v6 = s[0] != '[' && strchr(s, ':') != strrchr(s, ':');
-        gw_cnode_expect(c, n,
-                        bare_v6 ? "address \"host:port\" with IPv6 in brackets (\"[::1]:80\")"
-                                : what);
+        gw_cnode_expect(
+            c, n, bare_v6 ? "address \"host:port\" with IPv6 in brackets (\"[::1]:80\")" : what);
         return false;
     }
     uint16_t port = gw_parse_port(hp.port);
@@ -242,8 +240,7 @@ static void gw_cdecode_listens(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_con
         for (size_t j = 0; l->addr.host && j + 1 < cfg->nlistens; j++) {
             const gw_addr_conf_t *o = &cfg->listens[j].addr;
             if (o->host && o->port == l->addr.port && strcmp(o->host, l->addr.host) == 0) {
-                gw_cnode_report(c, item->line,
-                                "duplicate listen address %s:%u (first at line %d)",
+                gw_cnode_report(c, item->line, "duplicate listen address %s:%u (first at line %d)",
                                 l->addr.host, l->addr.port, o->line);
                 break;
             }
@@ -351,7 +348,7 @@ static void gw_cdecode_limits(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_conf
 static void gw_cdecode_timeouts(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_config_t *cfg)
 {
     static const char *const fields[] = {"client_header", "client_body", "keepalive",
-                                         "send", "drain", NULL};
+                                         "send",          "drain",       NULL};
     const gw_cnode_t *v = gw_cnode_field(root, "timeouts");
     if (!v)
         return;
@@ -371,8 +368,8 @@ static void gw_cdecode_timeouts(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_co
  * off/false/no clears *enabled and frees *path, on/true/yes keeps the default
  * path, anything else is the path.
  */
-static void gw_cdecode_switchable_path(gw_cnode_ctx_t *c, const gw_cnode_t *root,
-                                       const char *key, bool *enabled, char **path)
+static void gw_cdecode_switchable_path(gw_cnode_ctx_t *c, const gw_cnode_t *root, const char *key,
+                                       bool *enabled, char **path)
 {
     const gw_cnode_t *v = gw_cnode_field(root, key);
     if (!v)
@@ -532,7 +529,7 @@ static void gw_cdecode_pool(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_upstream_
 static void gw_cdecode_health(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_upstream_conf_t *u)
 {
     static const char *const fields[] = {"active", "passive", NULL};
-    static const char *const active_fields[] = {"path", "interval", "timeout",
+    static const char *const active_fields[] = {"path",    "interval",  "timeout",
                                                 "healthy", "unhealthy", NULL};
     static const char *const passive_fields[] = {"failures", "down_for", NULL};
     const gw_cnode_t *h = gw_cnode_field(n, "health");
@@ -571,7 +568,7 @@ static void gw_cdecode_health(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_upstrea
 /* One upstream; u->name and u->line are already set. */
 static void gw_cdecode_upstream(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_upstream_conf_t *u)
 {
-    static const char *const fields[] = {"targets", "balance", "hash", "keepalive",
+    static const char *const fields[] = {"targets",  "balance", "hash",   "keepalive",
                                          "timeouts", "retries", "health", NULL};
     gw_upstream_defaults(u);
     if (n->kind == GW_CNODE_NULL) {
@@ -643,8 +640,7 @@ static bool gw_is_route_host(const char *s)
 }
 
 /* The items of a list-valued field; a lone scalar counts as a list of one. */
-static const gw_cnode_t *const *gw_citems(const gw_cnode_t *v, const gw_cnode_t **one,
-                                          size_t *n)
+static const gw_cnode_t *const *gw_citems(const gw_cnode_t *v, const gw_cnode_t **one, size_t *n)
 {
     if (v->kind == GW_CNODE_LIST) {
         *n = v->nitems;
@@ -656,8 +652,8 @@ static const gw_cnode_t *const *gw_citems(const gw_cnode_t *v, const gw_cnode_t 
 }
 
 /* `hosts`, `methods`: lists of strings, normalised and validated. */
-static void gw_cdecode_names(gw_cnode_ctx_t *c, const gw_cnode_t *n, const char *key,
-                             bool hosts, char ***out, size_t *count)
+static void gw_cdecode_names(gw_cnode_ctx_t *c, const gw_cnode_t *n, const char *key, bool hosts,
+                             char ***out, size_t *count)
 {
     const gw_cnode_t *v = gw_cnode_field(n, key), *one;
     size_t len;
@@ -744,8 +740,8 @@ static void gw_cdecode_headers(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_route_
 }
 
 /* `upstream`: required; must name an upstream of cfg, whose index is recorded. */
-static void gw_cdecode_route_upstream(gw_cnode_ctx_t *c, const gw_cnode_t *n,
-                                      gw_route_conf_t *r, const gw_config_t *cfg)
+static void gw_cdecode_route_upstream(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_route_conf_t *r,
+                                      const gw_config_t *cfg)
 {
     const gw_cnode_t *v = gw_cnode_get(n, "upstream");
     char q[96];
@@ -769,9 +765,9 @@ static void gw_cdecode_route_upstream(gw_cnode_ctx_t *c, const gw_cnode_t *n,
 static void gw_cdecode_route(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_route_conf_t *r,
                              const gw_config_t *cfg)
 {
-    static const char *const fields[] = {
-        "name", "hosts", "paths", "methods", "headers", "upstream",
-        "strip_path", "preserve_host", "host", "max_body_size", NULL};
+    static const char *const fields[] = {"name",    "hosts",         "paths",      "methods",
+                                         "headers", "upstream",      "strip_path", "preserve_host",
+                                         "host",    "max_body_size", NULL};
     r->preserve_host = true;
     r->max_body_size = -1;
     if (gw_cnode_check_map(c, n, fields, "field")) {
@@ -855,7 +851,7 @@ static void gw_config_defaults(gw_config_t *cfg)
 static void gw_cdecode(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_config_t *cfg)
 {
     static const char *const fields[] = {
-        "listen", "workers", "status", "admin", "redis", "limits", "timeouts",
+        "listen",     "workers",   "status",   "admin",     "redis",  "limits", "timeouts",
         "access_log", "error_log", "pid_file", "upstreams", "routes", NULL};
     bool pid_enabled = true;
     gw_config_defaults(cfg);

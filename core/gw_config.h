@@ -46,17 +46,17 @@ typedef struct {
     gw_target_conf_t *targets;
     size_t ntargets;
     gw_balance_t balance;
-    gw_hash_on_t hash_on; /* with balance: hash; `hash: { on: header, name: X-User }` */
-    char *hash_name;      /* header or cookie name, NULL for ip */
-    unsigned max_idle;    /* keepalive.max_idle, default 64 */
-    double idle_timeout;  /* keepalive.idle_timeout, default 60 */
+    gw_hash_on_t hash_on;   /* with balance: hash; `hash: { on: header, name: X-User }` */
+    char *hash_name;        /* header or cookie name, NULL for ip */
+    unsigned max_idle;      /* keepalive.max_idle, default 64 */
+    double idle_timeout;    /* keepalive.idle_timeout, default 60 */
     double connect_timeout; /* timeouts.connect, default 5 */
     double send_timeout;    /* timeouts.send, default 60 */
     double read_timeout;    /* timeouts.read, default 60 */
     int retries;            /* default 1 */
     struct {
-        bool enabled; /* true when health.active is present */
-        char *path;   /* default "/health" */
+        bool enabled;    /* true when health.active is present */
+        char *path;      /* default "/health" */
         double interval; /* default 5 */
         double timeout;  /* default 2 */
         int healthy;     /* consecutive successes to mark up, default 2 */
@@ -129,10 +129,10 @@ typedef struct {
     size_t nroutes;
 
     struct {
-        size_t max_header_size;  /* 431 past it; default 16384 */
-        size_t max_uri_size;     /* 414 past it; default 8192 */
-        int64_t max_body_size;   /* 413 past it; 0 = unlimited; default 10485760 */
-        int max_headers;         /* 431 past it; default 100 */
+        size_t max_header_size; /* 431 past it; default 16384 */
+        size_t max_uri_size;    /* 414 past it; default 8192 */
+        int64_t max_body_size;  /* 413 past it; 0 = unlimited; default 10485760 */
+        int max_headers;        /* 431 past it; default 100 */
     } limits;
 
     struct {
@@ -149,7 +149,7 @@ typedef struct {
     } access_log;
 
     struct {
-        char *path; /* "stderr" or a file; default "stderr" */
+        char *path;           /* "stderr" or a file; default "stderr" */
         gw_log_level_t level; /* default info */
     } error_log;
 

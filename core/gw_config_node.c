@@ -10,8 +10,8 @@
 #include <yaml.h>
 
 /* Bounds on the built tree: aliases can make a small file expand a lot. */
-#define GW_CNODE_MAX_DEPTH 64
-#define GW_CNODE_MAX_NODES 250000
+#define GW_CNODE_MAX_DEPTH    64
+#define GW_CNODE_MAX_NODES    250000
 #define GW_CNODE_MAX_DURATION 1e9 /* seconds, about 31 years */
 
 /* A growable NUL-terminated string. */
@@ -86,8 +86,8 @@ static bool gw_cnode_is_null(const yaml_node_t *yn)
     if (yn->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
         return false;
     return len == 0 || (len == 1 && s[0] == '~') ||
-           (len == 4 && (memcmp(s, "null", 4) == 0 || memcmp(s, "Null", 4) == 0 ||
-                         memcmp(s, "NULL", 4) == 0));
+           (len == 4 &&
+            (memcmp(s, "null", 4) == 0 || memcmp(s, "Null", 4) == 0 || memcmp(s, "NULL", 4) == 0));
 }
 
 static void gw_cnode_build_scalar(gw_cnode_t *n, yaml_node_t *yn)
@@ -130,8 +130,7 @@ static bool gw_cnode_build_map(gw_cnode_build_t *b, gw_cnode_t *n, yaml_node_t *
         gw_cnode_t *k = gw_cnode_build(b, yaml_document_get_node(b->doc, p[i].key), depth + 1);
         if (!k)
             return false;
-        gw_cnode_t *v =
-            gw_cnode_build(b, yaml_document_get_node(b->doc, p[i].value), depth + 1);
+        gw_cnode_t *v = gw_cnode_build(b, yaml_document_get_node(b->doc, p[i].value), depth + 1);
         if (!v) {
             gw_cnode_free(k);
             return false;
@@ -183,8 +182,7 @@ static void gw_cnode_syntax_error(const yaml_parser_t *p, gw_cnode_error_t *err)
     err->line = (int)mark->line + 1;
     const char *problem = p->problem ? p->problem : "cannot parse the document";
     if (p->context)
-        snprintf(err->message, sizeof err->message, "syntax error: %s (%s)", problem,
-                 p->context);
+        snprintf(err->message, sizeof err->message, "syntax error: %s (%s)", problem, p->context);
     else
         snprintf(err->message, sizeof err->message, "syntax error: %s", problem);
 }
@@ -350,8 +348,7 @@ void gw_cnode_expect(gw_cnode_ctx_t *c, const gw_cnode_t *n, const char *what)
 }
 
 /* Report "expected one of a, b, c, got <n>". */
-static void gw_cnode_expect_one_of(gw_cnode_ctx_t *c, const gw_cnode_t *n,
-                                   const char *const *names)
+static void gw_cnode_expect_one_of(gw_cnode_ctx_t *c, const gw_cnode_t *n, const char *const *names)
 {
     char what[256] = "one of ";
     for (size_t i = 0; names[i]; i++) {
@@ -380,8 +377,8 @@ static void gw_cnode_buf_add(gw_cnode_buf_t *b, const char *s, size_t n)
  * `out`. Returns false after reporting a malformed name or an unset
  * variable without a default. A set but empty variable takes the default.
  */
-static bool gw_cnode_env_ref(gw_cnode_ctx_t *c, const gw_cnode_t *n, const char *s,
-                             const char *end, gw_cnode_buf_t *out)
+static bool gw_cnode_env_ref(gw_cnode_ctx_t *c, const gw_cnode_t *n, const char *s, const char *end,
+                             gw_cnode_buf_t *out)
 {
     const char *q = s;
     while (q < end && (isalnum((unsigned char)*q) || *q == '_'))
@@ -423,8 +420,7 @@ static void gw_cnode_env_scalar(gw_cnode_ctx_t *c, gw_cnode_t *n)
         }
         const char *end = strchr(p + 2, '}');
         if (!end) {
-            gw_cnode_report(c, n->line,
-                            "unterminated \"${\" (expected ${VAR} or ${VAR:-default})");
+            gw_cnode_report(c, n->line, "unterminated \"${\" (expected ${VAR} or ${VAR:-default})");
             ok = false;
             break;
         }
@@ -490,8 +486,7 @@ bool gw_cnode_check_map(gw_cnode_ctx_t *c, const gw_cnode_t *n, const char *cons
         for (size_t f = 0; fields && fields[f] && !known; f++)
             known = strcmp(fields[f], k->str) == 0;
         if (!known) {
-            gw_cnode_report(c, k->line, "unknown field %s",
-                            gw_cnode_quote(k->str, q, sizeof q));
+            gw_cnode_report(c, k->line, "unknown field %s", gw_cnode_quote(k->str, q, sizeof q));
             continue;
         }
         for (size_t j = 0; j < i; j++) {
@@ -542,8 +537,7 @@ bool gw_cnode_parse_int(const char *s, int64_t *out)
     return true;
 }
 
-bool gw_cnode_int(gw_cnode_ctx_t *c, const gw_cnode_t *n, int64_t min, int64_t max,
-                  int64_t *out)
+bool gw_cnode_int(gw_cnode_ctx_t *c, const gw_cnode_t *n, int64_t min, int64_t max, int64_t *out)
 {
     const char *s = gw_cnode_scalar(c, n, "integer");
     int64_t v;

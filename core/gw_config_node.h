@@ -139,8 +139,7 @@ int gw_cnode_parse_bool(const char *s);
  * `positive` rejects zero. Sizes are bytes or a number with k, m or g
  * (1024-based). gw_cnode_str wants a non-empty string and frees the old *out.
  */
-bool gw_cnode_int(gw_cnode_ctx_t *c, const gw_cnode_t *n, int64_t min, int64_t max,
-                  int64_t *out);
+bool gw_cnode_int(gw_cnode_ctx_t *c, const gw_cnode_t *n, int64_t min, int64_t max, int64_t *out);
 bool gw_cnode_bool(gw_cnode_ctx_t *c, const gw_cnode_t *n, bool *out);
 bool gw_cnode_duration(gw_cnode_ctx_t *c, const gw_cnode_t *n, bool positive, double *out);
 bool gw_cnode_size(gw_cnode_ctx_t *c, const gw_cnode_t *n, int64_t min, int64_t *out);

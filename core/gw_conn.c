@@ -265,8 +265,8 @@ static void gw_conn_log(gw_conn_t *c, gw_req_t *r)
         .path = r->url,
         .route = r->match.route ? (gw_str_t){r->match.route->name, strlen(r->match.route->name)}
                                 : (gw_str_t){"", 0},
-        .upstream = r->target ? (gw_str_t){r->target->name, strlen(r->target->name)}
-                              : (gw_str_t){"", 0},
+        .upstream =
+            r->target ? (gw_str_t){r->target->name, strlen(r->target->name)} : (gw_str_t){"", 0},
         .status = r->status,
         .bytes_sent = r->bytes_sent,
         .request_time = now - r->t_start,
@@ -327,8 +327,8 @@ void gw_conn_error(gw_conn_t *c, int status, const char *message)
     r->rdone = true;
     r->status = status;
     bool head_only = r->method.len == 4 && memcmp(r->method.p, "HEAD", 4) == 0;
-    r->out->end = gw_http_error_response(r->out->data, r->out->cap, status, message,
-                                         r->request_id, r->close_after, head_only);
+    r->out->end = gw_http_error_response(r->out->data, r->out->cap, status, message, r->request_id,
+                                         r->close_after, head_only);
     c->state = GW_CONN_RESPOND;
     ev_timer_stop(w->loop, &c->timer);
     gw_conn_flush_response(c);
@@ -411,8 +411,8 @@ void gw_conn_request_done(gw_conn_t *c)
     gw_worker_t *w = c->w;
     gw_req_t *r = c->req;
     gw_conn_log(c, r);
-    bool close_now = r->close_after || w->stopping || !r->body_done ||
-                     w->cfg->timeouts.keepalive <= 0;
+    bool close_now =
+        r->close_after || w->stopping || !r->body_done || w->cfg->timeouts.keepalive <= 0;
     size_t leftover_at = r->msg_end;
     gw_proxy_abort(r); /* releases the upstream connection if still held */
     gw_req_put(w, r);
@@ -616,8 +616,8 @@ static int gw_req_body_setup(gw_req_t *r)
 {
     const gw_config_t *cfg = r->c->w->cfg;
     const gw_route_conf_t *route = r->match.route;
-    r->body_limit = route && route->max_body_size >= 0 ? route->max_body_size
-                                                       : cfg->limits.max_body_size;
+    r->body_limit =
+        route && route->max_body_size >= 0 ? route->max_body_size : cfg->limits.max_body_size;
     if (r->parser.flags & F_CHUNKED)
         r->body_mode = GW_BODY_CHUNKED;
     else if ((r->parser.flags & F_CONTENT_LENGTH) && r->parser.content_length > 0)
@@ -811,8 +811,7 @@ static void gw_conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         gw_conn_error(c, 408, "request header timeout");
         break;
     case GW_CONN_PROXY:
-        if (c->req && !c->req->body_done && !c->req->head_to_client &&
-            !(c->io.events & EV_WRITE))
+        if (c->req && !c->req->body_done && !c->req->head_to_client && !(c->io.events & EV_WRITE))
             gw_conn_error(c, 408, "request body timeout");
         else
             gw_conn_send_timeout(c);

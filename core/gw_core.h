@@ -11,10 +11,10 @@
 #include <string.h>
 
 /* One small set of return codes, used by every layer. */
-#define GW_OK 0
-#define GW_ERROR (-1)
-#define GW_AGAIN (-2)
-#define GW_DONE (-3)
+#define GW_OK       0
+#define GW_ERROR    (-1)
+#define GW_AGAIN    (-2)
+#define GW_DONE     (-3)
 #define GW_DECLINED (-4)
 
 #define GW_VERSION "0.1.0"

@@ -79,9 +79,8 @@ static void gw_hc_resolve(gw_hc_target_t *t)
     hints.ai_flags = AI_NUMERICSERV;
     int rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0 || !res) {
-        gw_log_error("upstream %s: health check cannot resolve target %s:%u: %s",
-                     t->h->conf->name, host, (unsigned)t->conf->port,
-                     rc ? gai_strerror(rc) : "no address");
+        gw_log_error("upstream %s: health check cannot resolve target %s:%u: %s", t->h->conf->name,
+                     host, (unsigned)t->conf->port, rc ? gai_strerror(rc) : "no address");
         if (res)
             freeaddrinfo(res);
         return;
@@ -92,8 +91,7 @@ static void gw_hc_resolve(gw_hc_target_t *t)
 }
 
 /* The check request for one target, malloc'ed; IPv6 literals get brackets. */
-static char *gw_hc_request(const gw_upstream_conf_t *conf, const gw_target_conf_t *tc,
-                           size_t *len)
+static char *gw_hc_request(const gw_upstream_conf_t *conf, const gw_target_conf_t *tc, size_t *len)
 {
     const char *path = conf->active.path && conf->active.path[0] ? conf->active.path : "/health";
     const char *host = tc->host ? tc->host : "";
@@ -296,8 +294,7 @@ static void gw_hc_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         gw_hc_begin(t);
 }
 
-gw_health_t *gw_health_start(struct ev_loop *loop, const gw_upstream_conf_t *conf,
-                             gw_balancer_t *b)
+gw_health_t *gw_health_start(struct ev_loop *loop, const gw_upstream_conf_t *conf, gw_balancer_t *b)
 {
     if (!conf->active.enabled)
         return NULL;

@@ -15,24 +15,23 @@ int gw_log_reopen(const char *path, gw_log_level_t level);
 
 extern gw_log_level_t gw_log_level;
 
-void gw_log_write(gw_log_level_t level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void gw_log_write(gw_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define gw_log_error(...) gw_log_write(GW_LOG_ERROR, __VA_ARGS__)
-#define gw_log_warn(...)                                                                 \
-    do {                                                                                 \
-        if (gw_log_level >= GW_LOG_WARN)                                                 \
-            gw_log_write(GW_LOG_WARN, __VA_ARGS__);                                      \
+#define gw_log_warn(...)                                                                           \
+    do {                                                                                           \
+        if (gw_log_level >= GW_LOG_WARN)                                                           \
+            gw_log_write(GW_LOG_WARN, __VA_ARGS__);                                                \
     } while (0)
-#define gw_log_info(...)                                                                 \
-    do {                                                                                 \
-        if (gw_log_level >= GW_LOG_INFO)                                                 \
-            gw_log_write(GW_LOG_INFO, __VA_ARGS__);                                      \
+#define gw_log_info(...)                                                                           \
+    do {                                                                                           \
+        if (gw_log_level >= GW_LOG_INFO)                                                           \
+            gw_log_write(GW_LOG_INFO, __VA_ARGS__);                                                \
     } while (0)
-#define gw_log_debug(...)                                                                \
-    do {                                                                                 \
-        if (gw_log_level >= GW_LOG_DEBUG)                                                \
-            gw_log_write(GW_LOG_DEBUG, __VA_ARGS__);                                     \
+#define gw_log_debug(...)                                                                          \
+    do {                                                                                           \
+        if (gw_log_level >= GW_LOG_DEBUG)                                                          \
+            gw_log_write(GW_LOG_DEBUG, __VA_ARGS__);                                               \
     } while (0)
 
 #endif

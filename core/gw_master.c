@@ -345,8 +345,7 @@ static void gw_master_child_cb(struct ev_loop *loop, ev_child *w, int revents)
     m->area_used[c.area] = false;
     bool current = c.generation == m->generation;
     if (WIFSIGNALED(status))
-        gw_log_error("worker %d (pid %d) killed by signal %d", c.index, (int)pid,
-                     WTERMSIG(status));
+        gw_log_error("worker %d (pid %d) killed by signal %d", c.index, (int)pid, WTERMSIG(status));
     else if (current && !m->stopping)
         gw_log_error("worker %d (pid %d) exited with code %d", c.index, (int)pid,
                      WEXITSTATUS(status));
@@ -392,7 +391,9 @@ static void gw_master_watch(gw_master_t *m)
     struct {
         ev_signal *w;
         int sig;
-    } sigs[] = {{&m->sig_term, SIGTERM}, {&m->sig_int, SIGINT}, {&m->sig_quit, SIGQUIT},
+    } sigs[] = {{&m->sig_term, SIGTERM},
+                {&m->sig_int, SIGINT},
+                {&m->sig_quit, SIGQUIT},
                 {&m->sig_hup, SIGHUP}};
     for (size_t i = 0; i < GW_ARRAY_LEN(sigs); i++) {
         ev_signal_init(sigs[i].w, gw_master_signal_cb, sigs[i].sig);
@@ -440,8 +441,8 @@ int gw_master_run(const char *config_path, gw_config_t *cfg)
         return 1;
     }
     gw_master_watch(&m);
-    gw_log_info("moongate %s started: %zu listener(s), %d worker(s)", GW_VERSION,
-                cfg->nlistens, cfg->workers);
+    gw_log_info("moongate %s started: %zu listener(s), %d worker(s)", GW_VERSION, cfg->nlistens,
+                cfg->workers);
     gw_master_spawn_all(&m);
     ev_run(m.loop, 0);
 

@@ -10,15 +10,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define GW_M_STATUSES 500 /* 100..599 */
-#define GW_M_STATUS_WORDS ((GW_M_STATUSES + 63) / 64)
-#define GW_M_ROUTE_SLOTS (GW_METRICS_MAX_ROUTES + 2) /* names, other, no route */
-#define GW_M_NO_ROUTE_SLOT (GW_METRICS_MAX_ROUTES + 1)
+#define GW_M_STATUSES       500 /* 100..599 */
+#define GW_M_STATUS_WORDS   ((GW_M_STATUSES + 63) / 64)
+#define GW_M_ROUTE_SLOTS    (GW_METRICS_MAX_ROUTES + 2) /* names, other, no route */
+#define GW_M_NO_ROUTE_SLOT  (GW_METRICS_MAX_ROUTES + 1)
 #define GW_M_UPSTREAM_SLOTS (GW_METRICS_MAX_UPSTREAMS + 1) /* names, other */
-#define GW_M_BUCKETS 12 /* the last one is +Inf */
+#define GW_M_BUCKETS        12                             /* the last one is +Inf */
 
 static const double gw_m_bounds[GW_M_BUCKETS - 1] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                                      0.5,   1,    2.5,   5,    10};
+                                                     0.5,   1,    2.5,   5,    10};
 static const char *const gw_m_bound_names[GW_M_BUCKETS] = {
     "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"};
 
@@ -64,8 +64,7 @@ static gw_m_area_t *gw_m_area;  /* this worker's area, NULL outside workers */
 
 static gw_m_area_t *gw_m_area_of(int worker)
 {
-    return (gw_m_area_t *)((char *)gw_m_shm + gw_m_head_size +
-                           (size_t)worker * gw_m_area_stride);
+    return (gw_m_area_t *)((char *)gw_m_shm + gw_m_head_size + (size_t)worker * gw_m_area_stride);
 }
 
 int gw_metrics_init(int max_workers)
@@ -78,8 +77,7 @@ int gw_metrics_init(int max_workers)
     gw_m_area_stride = (sizeof(gw_m_area_t) + pg - 1) / pg * pg;
     gw_m_map_size = gw_m_head_size + (size_t)max_workers * gw_m_area_stride;
 
-    void *p = mmap(NULL, gw_m_map_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                   -1, 0);
+    void *p = mmap(NULL, gw_m_map_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         gw_log_error("metrics: mmap of %zu bytes failed: %s", gw_m_map_size, strerror(errno));
         return GW_ERROR;
@@ -111,8 +109,8 @@ static int gw_m_find(char (*names)[GW_METRICS_NAME_MAX], uint32_t n, const char 
  * Give name a slot in the table unless it has one or must use "other".
  * Returns false when the name is left to "other" for lack of room.
  */
-static bool gw_m_add(char (*names)[GW_METRICS_NAME_MAX], _Atomic uint32_t *count,
-                     uint32_t max, const char *name)
+static bool gw_m_add(char (*names)[GW_METRICS_NAME_MAX], _Atomic uint32_t *count, uint32_t max,
+                     const char *name)
 {
     uint32_t n = atomic_load_explicit(count, memory_order_relaxed);
     if (!name || strcmp(name, "other") == 0 || gw_m_find(names, n, name) >= 0)
@@ -140,8 +138,7 @@ void gw_metrics_register(const gw_config_t *cfg)
     }
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         const char *name = cfg->upstreams[i].name;
-        if (!gw_m_add(gw_m_shm->upstreams, &gw_m_shm->nupstreams, GW_METRICS_MAX_UPSTREAMS,
-                      name)) {
+        if (!gw_m_add(gw_m_shm->upstreams, &gw_m_shm->nupstreams, GW_METRICS_MAX_UPSTREAMS, name)) {
             first = first ? first : name;
             left++;
         }
@@ -278,8 +275,7 @@ static void gw_m_puts(gw_m_buf_t *b, const char *s)
     gw_m_put(b, s, strlen(s));
 }
 
-static void gw_m_printf(gw_m_buf_t *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static void gw_m_printf(gw_m_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void gw_m_printf(gw_m_buf_t *b, const char *fmt, ...)
 {
@@ -388,8 +384,7 @@ static void gw_m_render_latency(gw_m_buf_t *b, uint32_t slot)
         cumulative += h.buckets[k];
         gw_m_puts(b, "moongate_upstream_latency_seconds_bucket{upstream=\"");
         gw_m_label(b, name);
-        gw_m_printf(b, "\",le=\"%s\"} %llu\n", gw_m_bound_names[k],
-                    (unsigned long long)cumulative);
+        gw_m_printf(b, "\",le=\"%s\"} %llu\n", gw_m_bound_names[k], (unsigned long long)cumulative);
     }
     gw_m_puts(b, "moongate_upstream_latency_seconds_sum{upstream=\"");
     gw_m_label(b, name);

@@ -19,12 +19,12 @@
 
 #include "gw_config.h"
 
-#define GW_METRICS_MAX_ROUTES 256
+#define GW_METRICS_MAX_ROUTES    256
 #define GW_METRICS_MAX_UPSTREAMS 128
-#define GW_METRICS_NAME_MAX 256
+#define GW_METRICS_NAME_MAX      256
 
 /* The shared slots for names that did not get their own. */
-#define GW_METRICS_ROUTE_OTHER GW_METRICS_MAX_ROUTES
+#define GW_METRICS_ROUTE_OTHER    GW_METRICS_MAX_ROUTES
 #define GW_METRICS_UPSTREAM_OTHER GW_METRICS_MAX_UPSTREAMS
 
 /* route_slot for a request that matched no route: label route="". */

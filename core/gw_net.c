@@ -10,8 +10,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-int gw_net_listen(const gw_addr_conf_t *addr, int backlog, bool reuseport, char *err,
-                  size_t errlen)
+int gw_net_listen(const gw_addr_conf_t *addr, int backlog, bool reuseport, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -66,8 +65,7 @@ int gw_net_check_free(const gw_addr_conf_t *addr, char *err, size_t errlen)
     return GW_OK;
 }
 
-int gw_net_resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
-                   socklen_t *len)
+int gw_net_resolve(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
 {
     memset(ss, 0, sizeof *ss);
     struct sockaddr_in *in4 = (struct sockaddr_in *)ss;

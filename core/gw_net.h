@@ -23,8 +23,7 @@ int gw_net_listen(const gw_addr_conf_t *addr, int backlog, bool reuseport, char 
 int gw_net_check_free(const gw_addr_conf_t *addr, char *err, size_t errlen);
 
 /* Resolve host:port (numeric or a name) to a socket address. GW_OK/GW_ERROR. */
-int gw_net_resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
-                   socklen_t *len);
+int gw_net_resolve(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *len);
 
 /*
  * Start a non-blocking connect to ss. Returns the fd with *in_progress set

@@ -95,10 +95,24 @@ static bool gw_path_literal(unsigned char c)
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
         return true;
     switch (c) {
-    case '-': case '.': case '_': case '~':                       /* unreserved */
-    case '!': case '$': case '&': case '\'': case '(': case ')':  /* sub-delims */
-    case '*': case '+': case ',': case ';': case '=':
-    case ':': case '@': case '/':
+    case '-':
+    case '.':
+    case '_':
+    case '~': /* unreserved */
+    case '!':
+    case '$':
+    case '&':
+    case '\'':
+    case '(':
+    case ')': /* sub-delims */
+    case '*':
+    case '+':
+    case ',':
+    case ';':
+    case '=':
+    case ':':
+    case '@':
+    case '/':
         return true;
     default:
         return false;

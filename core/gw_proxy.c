@@ -225,9 +225,8 @@ static int gw_build_request_head(gw_req_t *r)
     for (size_t i = 0; i < r->nheaders; i++) {
         gw_str_t n = r->headers[i].name;
         if (gw_str_caseeq_lit(n, "host") || gw_str_caseeq_lit(n, "expect") ||
-            gw_str_caseeq_lit(n, "x-forwarded-proto") ||
-            gw_str_caseeq_lit(n, "x-forwarded-host") || gw_str_caseeq_lit(n, "x-request-id") ||
-            gw_str_caseeq_lit(n, "x-forwarded-for") ||
+            gw_str_caseeq_lit(n, "x-forwarded-proto") || gw_str_caseeq_lit(n, "x-forwarded-host") ||
+            gw_str_caseeq_lit(n, "x-request-id") || gw_str_caseeq_lit(n, "x-forwarded-for") ||
             gw_drop_header(n, r->headers, r->nheaders))
             continue;
         gw_out_header(&o, n, r->headers[i].value);
@@ -415,8 +414,7 @@ static gw_str_t gw_hash_key(gw_req_t *r, char *buf, size_t size)
     for (size_t i = 0; i < r->nheaders; i++) {
         if (conf->hash_on == GW_HASH_ON_HEADER && gw_str_caseeq(r->headers[i].name, name))
             return r->headers[i].value;
-        if (conf->hash_on == GW_HASH_ON_COOKIE &&
-            gw_str_caseeq_lit(r->headers[i].name, "cookie")) {
+        if (conf->hash_on == GW_HASH_ON_COOKIE && gw_str_caseeq_lit(r->headers[i].name, "cookie")) {
             gw_str_t v = r->headers[i].value;
             const char *p = v.p, *end = v.p + v.len;
             while (p < end) {
@@ -444,8 +442,7 @@ static void gw_proxy_connect(gw_req_t *r)
     gw_upstream_t *up = r->up;
     double now = ev_now(w->loop);
     char keybuf[INET6_ADDRSTRLEN];
-    int idx = gw_balancer_pick(up->balancer, gw_hash_key(r, keybuf, sizeof keybuf), r->tried,
-                               now);
+    int idx = gw_balancer_pick(up->balancer, gw_hash_key(r, keybuf, sizeof keybuf), r->tried, now);
     if (idx < 0) {
         gw_conn_error(r->c, 502, "upstream has no targets");
         return;
@@ -709,8 +706,8 @@ static int gw_up_parse(gw_req_t *r)
         return GW_OK;
     }
     if (gw_parse_response_body(r) != GW_OK) {
-        gw_log_warn("upstream %s target %s: invalid response body (request %s)",
-                    r->up->conf->name, r->target->name, r->request_id);
+        gw_log_warn("upstream %s target %s: invalid response body (request %s)", r->up->conf->name,
+                    r->target->name, r->request_id);
         gw_up_release(r, false);
         gw_conn_abort(r->c);
         return GW_DONE;

@@ -23,17 +23,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define GW_SCORE_HOST_EXACT (3ull << 60)
+#define GW_SCORE_HOST_EXACT    (3ull << 60)
 #define GW_SCORE_HOST_WILDCARD (2ull << 60)
-#define GW_SCORE_HOST_ANY (1ull << 60)
-#define GW_SCORE_HOST_LEN_MAX 0xffffull
-#define GW_SCORE_PATH_EXACT (4ull << 40)
-#define GW_SCORE_PATH_REGEX (3ull << 40)
-#define GW_SCORE_PATH_PREFIX (2ull << 40)
-#define GW_SCORE_PATH_ANY (1ull << 40)
-#define GW_SCORE_PATH_LEN_MAX 0xffffffffull
-#define GW_SCORE_METHODS (1ull << 1)
-#define GW_SCORE_HEADERS (1ull << 0)
+#define GW_SCORE_HOST_ANY      (1ull << 60)
+#define GW_SCORE_HOST_LEN_MAX  0xffffull
+#define GW_SCORE_PATH_EXACT    (4ull << 40)
+#define GW_SCORE_PATH_REGEX    (3ull << 40)
+#define GW_SCORE_PATH_PREFIX   (2ull << 40)
+#define GW_SCORE_PATH_ANY      (1ull << 40)
+#define GW_SCORE_PATH_LEN_MAX  0xffffffffull
+#define GW_SCORE_METHODS       (1ull << 1)
+#define GW_SCORE_HEADERS       (1ull << 0)
 
 typedef struct {
     char *name; /* lower-case; for "*.example.org" the suffix ".example.org" */
@@ -43,12 +43,12 @@ typedef struct {
 
 typedef struct {
     gw_path_kind_t kind;
-    char *pattern;     /* exact and prefix: normalised pattern */
-    size_t len;        /* exact and prefix: bytes compared */
-    size_t strip_len;  /* prefix: len without a trailing '/' */
-    uint64_t score;    /* this path's part of the score */
-    pcre2_code *re;    /* regex */
-    size_t index;      /* position in the route's paths[] */
+    char *pattern;    /* exact and prefix: normalised pattern */
+    size_t len;       /* exact and prefix: bytes compared */
+    size_t strip_len; /* prefix: len without a trailing '/' */
+    uint64_t score;   /* this path's part of the score */
+    pcre2_code *re;   /* regex */
+    size_t index;     /* position in the route's paths[] */
 } gw_rpath_t;
 
 typedef struct {
@@ -174,8 +174,8 @@ static int gw_rpath_cmp(const void *a, const void *b)
 }
 
 /* Prepare the route's paths, sorted best first. GW_ERROR with err filled on a bad one. */
-static int gw_router_build_paths(gw_rroute_t *rr, const gw_route_conf_t *rc, size_t ri,
-                                 char *err, size_t errlen)
+static int gw_router_build_paths(gw_rroute_t *rr, const gw_route_conf_t *rc, size_t ri, char *err,
+                                 size_t errlen)
 {
     rr->npaths = rc->npaths;
     rr->paths = gw_xcalloc(rc->npaths, sizeof(gw_rpath_t));
@@ -327,8 +327,8 @@ static bool gw_router_headers_ok(const gw_rroute_t *rr, const gw_route_query_t *
  * none matches; *strip gets that path's strip length. Paths are sorted best
  * first, so the first match is the best one.
  */
-static uint64_t gw_router_path_score(const gw_router_t *r, const gw_rroute_t *rr,
-                                     gw_str_t path, size_t *strip)
+static uint64_t gw_router_path_score(const gw_router_t *r, const gw_rroute_t *rr, gw_str_t path,
+                                     size_t *strip)
 {
     *strip = 0;
     if (rr->npaths == 0)

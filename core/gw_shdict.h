@@ -80,8 +80,8 @@ const char *gw_shdict_name(gw_shdict_t *d);
  * copied, *type and *vlen set: retry with a buffer of *vlen bytes; the
  * value may change in between); GW_ERROR on invalid arguments.
  */
-int gw_shdict_get(gw_shdict_t *d, const char *key, size_t klen, int *type, double *num,
-                  char *buf, size_t bufsize, size_t *vlen, double *ttl_left);
+int gw_shdict_get(gw_shdict_t *d, const char *key, size_t klen, int *type, double *num, char *buf,
+                  size_t bufsize, size_t *vlen, double *ttl_left);
 
 /*
  * Store a value of `type` under `key`: `num` for a number or a boolean

@@ -11,10 +11,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define GW_ST_READ_SIZE 4096
-#define GW_ST_LINGER 2.0       /* seconds to drain input before closing */
+#define GW_ST_READ_SIZE    4096
+#define GW_ST_LINGER       2.0 /* seconds to drain input before closing */
 #define GW_ST_ACCEPT_RETRY 1.0 /* pause after running out of descriptors */
-#define GW_ST_UNSET UINT64_MAX
+#define GW_ST_UNSET        UINT64_MAX
 
 typedef struct gw_st_conn_s gw_st_conn_t;
 
@@ -44,8 +44,8 @@ struct gw_st_conn_s {
     size_t in_off, in_len;
 
     /* the request being parsed */
-    uint64_t consumed;  /* bytes handed to llhttp before `chunk` */
-    const char *chunk;  /* the data of the running llhttp_execute */
+    uint64_t consumed;   /* bytes handed to llhttp before `chunk` */
+    const char *chunk;   /* the data of the running llhttp_execute */
     uint64_t head_start; /* offset of the request's first byte, or GW_ST_UNSET */
     bool in_head, too_large;
     bool complete; /* the request is parsed and waits for its answer */
@@ -111,19 +111,25 @@ static void gw_st_out(gw_st_conn_t *c, const char *p, size_t n)
 static const char *gw_st_reason(int code)
 {
     switch (code) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 431: return "Request Header Fields Too Large";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
     }
 }
 
 /* Queue one response; c->closing decides the Connection header. */
-static void gw_st_respond(gw_st_conn_t *c, int code, const char *type, const char *body,
-                          size_t len)
+static void gw_st_respond(gw_st_conn_t *c, int code, const char *type, const char *body, size_t len)
 {
     char head[256];
     int n = snprintf(head, sizeof head,

@@ -19,8 +19,8 @@
 
 #include "gw_core.h"
 
-#define GW_STATUS_HEAD_MAX 8192
-#define GW_STATUS_TIMEOUT 10.0
+#define GW_STATUS_HEAD_MAX  8192
+#define GW_STATUS_TIMEOUT   10.0
 #define GW_STATUS_MAX_CONNS 256 /* more are accepted and closed at once */
 
 struct ev_loop;

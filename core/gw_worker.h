@@ -36,7 +36,7 @@ typedef struct {
 struct gw_upconn_s {
     gw_worker_t *w;
     gw_target_t *target;
-    gw_req_t *req; /* the request using it; NULL while idle */
+    gw_req_t *req;            /* the request using it; NULL while idle */
     gw_upconn_t *prev, *next; /* idle list */
     ev_io io;
     ev_timer timer;
@@ -51,7 +51,7 @@ struct gw_target_s {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     bool resolved;
-    char name[80]; /* "host:port" */
+    char name[80];     /* "host:port" */
     gw_upconn_t *idle; /* most recently used first */
     unsigned nidle;
 };
@@ -112,9 +112,9 @@ struct gw_req_s {
     gw_upconn_t *uc;
     uint64_t tried;
     int retries_left;
-    bool sent_any;  /* request bytes were written to the current upstream */
+    bool sent_any;     /* request bytes were written to the current upstream */
     bool head_sent_up; /* the whole upstream request head was written */
-    gw_buf_t *out;  /* upstream request head, then the client response head */
+    gw_buf_t *out;     /* upstream request head, then the client response head */
     size_t out_sent;
 
     /* Upstream response. */
@@ -125,9 +125,9 @@ struct gw_req_s {
     gw_str_t rstatus_text;
     gw_body_mode_t rbody_mode;
     bool rhead_done, rdone, rdecode;
-    bool rgot;           /* a response byte was read on this attempt */
-    size_t rparsed;      /* offset in rin parsed so far */
-    size_t rsend_start;  /* bytes [rsend_start, rsend_end) go to the client */
+    bool rgot;          /* a response byte was read on this attempt */
+    size_t rparsed;     /* offset in rin parsed so far */
+    size_t rsend_start; /* bytes [rsend_start, rsend_end) go to the client */
     size_t rsend_end;
     size_t rdec_end;     /* decoding: end of the compacted body bytes */
     int status;          /* status sent to the client */

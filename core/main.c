@@ -21,11 +21,12 @@
 
 static void gw_usage(FILE *f)
 {
-    fprintf(f, "usage: moongate [-c FILE]          serve FILE (default %s)\n"
-               "       moongate check [-c FILE]    validate FILE\n"
-               "       moongate reload [-c FILE]   make the running gateway re-read FILE\n"
-               "       moongate stop [-c FILE]     make the running gateway drain and exit\n"
-               "       moongate version\n",
+    fprintf(f,
+            "usage: moongate [-c FILE]          serve FILE (default %s)\n"
+            "       moongate check [-c FILE]    validate FILE\n"
+            "       moongate reload [-c FILE]   make the running gateway re-read FILE\n"
+            "       moongate stop [-c FILE]     make the running gateway drain and exit\n"
+            "       moongate version\n",
             GW_DEFAULT_CONFIG);
 }
 

@@ -12,35 +12,35 @@
 static int gw_test_failures;
 static int gw_test_checks;
 
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        gw_test_checks++;                                                                \
-        if (!(cond)) {                                                                   \
-            gw_test_failures++;                                                          \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);     \
-        }                                                                                \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        gw_test_checks++;                                                                          \
+        if (!(cond)) {                                                                             \
+            gw_test_failures++;                                                                    \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_STR(a, b)                                                                  \
-    do {                                                                                 \
-        const char *gw_a_ = (a), *gw_b_ = (b);                                           \
-        gw_test_checks++;                                                                \
-        if (!gw_a_ || !gw_b_ || strcmp(gw_a_, gw_b_) != 0) {                             \
-            gw_test_failures++;                                                          \
-            fprintf(stderr, "%s:%d: CHECK_STR failed: \"%s\" != \"%s\"\n", __FILE__,     \
-                    __LINE__, gw_a_ ? gw_a_ : "(null)", gw_b_ ? gw_b_ : "(null)");       \
-        }                                                                                \
+#define CHECK_STR(a, b)                                                                            \
+    do {                                                                                           \
+        const char *gw_a_ = (a), *gw_b_ = (b);                                                     \
+        gw_test_checks++;                                                                          \
+        if (!gw_a_ || !gw_b_ || strcmp(gw_a_, gw_b_) != 0) {                                       \
+            gw_test_failures++;                                                                    \
+            fprintf(stderr, "%s:%d: CHECK_STR failed: \"%s\" != \"%s\"\n", __FILE__, __LINE__,     \
+                    gw_a_ ? gw_a_ : "(null)", gw_b_ ? gw_b_ : "(null)");                           \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_INT(a, b)                                                                  \
-    do {                                                                                 \
-        long long gw_a_ = (long long)(a), gw_b_ = (long long)(b);                        \
-        gw_test_checks++;                                                                \
-        if (gw_a_ != gw_b_) {                                                            \
-            gw_test_failures++;                                                          \
-            fprintf(stderr, "%s:%d: CHECK_INT failed: %s == %lld, expected %lld\n",      \
-                    __FILE__, __LINE__, #a, gw_a_, gw_b_);                               \
-        }                                                                                \
+#define CHECK_INT(a, b)                                                                            \
+    do {                                                                                           \
+        long long gw_a_ = (long long)(a), gw_b_ = (long long)(b);                                  \
+        gw_test_checks++;                                                                          \
+        if (gw_a_ != gw_b_) {                                                                      \
+            gw_test_failures++;                                                                    \
+            fprintf(stderr, "%s:%d: CHECK_INT failed: %s == %lld, expected %lld\n", __FILE__,      \
+                    __LINE__, #a, gw_a_, gw_b_);                                                   \
+        }                                                                                          \
     } while (0)
 
 typedef struct {
@@ -48,7 +48,10 @@ typedef struct {
     void (*fn)(void);
 } gw_test_case_t;
 
-#define GW_TEST(fn) {#fn, fn}
+#define GW_TEST(fn)                                                                                \
+    {                                                                                              \
+#fn, fn                                                                                    \
+    }
 
 static inline int gw_test_main(const gw_test_case_t *cases, size_t n)
 {

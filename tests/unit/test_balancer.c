@@ -296,8 +296,8 @@ static void test_active_set_up(void)
 static void test_tried_bitmap(void)
 {
     gw_target_conf_t t[] = {{"a", 1, 1, 0}, {"b", 2, 1, 0}, {"c", 3, 1, 0}};
-    gw_balance_t policies[] = {GW_BALANCE_ROUND_ROBIN, GW_BALANCE_LEAST_CONN,
-                               GW_BALANCE_HASH, GW_BALANCE_EWMA};
+    gw_balance_t policies[] = {GW_BALANCE_ROUND_ROBIN, GW_BALANCE_LEAST_CONN, GW_BALANCE_HASH,
+                               GW_BALANCE_EWMA};
     for (size_t k = 0; k < GW_ARRAY_LEN(policies); k++) {
         gw_upstream_conf_t c = make_conf(t, 3, policies[k]);
         gw_balancer_t *b = gw_balancer_new(&c);
@@ -325,8 +325,8 @@ static void test_tried_bitmap(void)
 static void test_all_down_still_picks(void)
 {
     gw_target_conf_t t[] = {{"a", 1, 1, 0}, {"b", 2, 1, 0}, {"c", 3, 1, 0}};
-    gw_balance_t policies[] = {GW_BALANCE_ROUND_ROBIN, GW_BALANCE_LEAST_CONN,
-                               GW_BALANCE_HASH, GW_BALANCE_EWMA};
+    gw_balance_t policies[] = {GW_BALANCE_ROUND_ROBIN, GW_BALANCE_LEAST_CONN, GW_BALANCE_HASH,
+                               GW_BALANCE_EWMA};
     for (size_t k = 0; k < GW_ARRAY_LEN(policies); k++) {
         gw_upstream_conf_t c = make_conf(t, 3, policies[k]);
         c.passive.failures = 1;
@@ -374,18 +374,12 @@ static void test_many_targets(void)
 int main(void)
 {
     static const gw_test_case_t cases[] = {
-        GW_TEST(test_rr_smooth_weighted),
-        GW_TEST(test_rr_equal_alternates),
-        GW_TEST(test_no_targets_and_one),
-        GW_TEST(test_least_conn),
-        GW_TEST(test_hash_stable_and_spread),
-        GW_TEST(test_hash_remove_target),
-        GW_TEST(test_ewma_prefers_fast),
-        GW_TEST(test_passive_down_and_back),
-        GW_TEST(test_active_set_up),
-        GW_TEST(test_tried_bitmap),
-        GW_TEST(test_all_down_still_picks),
-        GW_TEST(test_many_targets),
+        GW_TEST(test_rr_smooth_weighted),     GW_TEST(test_rr_equal_alternates),
+        GW_TEST(test_no_targets_and_one),     GW_TEST(test_least_conn),
+        GW_TEST(test_hash_stable_and_spread), GW_TEST(test_hash_remove_target),
+        GW_TEST(test_ewma_prefers_fast),      GW_TEST(test_passive_down_and_back),
+        GW_TEST(test_active_set_up),          GW_TEST(test_tried_bitmap),
+        GW_TEST(test_all_down_still_picks),   GW_TEST(test_many_targets),
     };
     return GW_TEST_RUN(cases);
 }

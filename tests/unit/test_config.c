@@ -51,10 +51,10 @@ static void check_errors(const char *text, const char *const *want, size_t n)
     gw_config_errors_free(&errs);
 }
 
-#define CHECK_ERRORS(text, ...)                                                          \
-    do {                                                                                 \
-        static const char *const want_[] = {__VA_ARGS__};                                \
-        check_errors((text), want_, GW_ARRAY_LEN(want_));                                \
+#define CHECK_ERRORS(text, ...)                                                                    \
+    do {                                                                                           \
+        static const char *const want_[] = {__VA_ARGS__};                                          \
+        check_errors((text), want_, GW_ARRAY_LEN(want_));                                          \
     } while (0)
 
 /* Write `text` to a new temporary file; returns its malloc'd path. */
@@ -71,50 +71,50 @@ static char *write_temp(const char *text)
 }
 
 static const char full_yaml[] =
-    "listen:\n"                                                               /* 1 */
-    "  - 0.0.0.0:8080\n"                                                      /* 2 */
-    "  - { address: 127.0.0.1:8081, backlog: 1024 }\n"                        /* 3 */
-    "  - \"[::1]:8082\"\n"                                                    /* 4 */
-    "  - :8083\n"                                                             /* 5 */
-    "  - 8084\n"                                                              /* 6 */
-    "workers: 4\n"                                                            /* 7 */
-    "status: { listen: 127.0.0.1:9145 }\n"                                    /* 8 */
-    "admin: { listen: localhost:9180, token: \"s3cret\" }\n"                  /* 9 */
-    "redis: { url: \"redis://127.0.0.1:6379/0\" }\n"                          /* 10 */
-    "limits: { max_header_size: 16k, max_uri_size: 4K, max_body_size: 10m,"  /* 11 */
+    "listen:\n"                                                             /* 1 */
+    "  - 0.0.0.0:8080\n"                                                    /* 2 */
+    "  - { address: 127.0.0.1:8081, backlog: 1024 }\n"                      /* 3 */
+    "  - \"[::1]:8082\"\n"                                                  /* 4 */
+    "  - :8083\n"                                                           /* 5 */
+    "  - 8084\n"                                                            /* 6 */
+    "workers: 4\n"                                                          /* 7 */
+    "status: { listen: 127.0.0.1:9145 }\n"                                  /* 8 */
+    "admin: { listen: localhost:9180, token: \"s3cret\" }\n"                /* 9 */
+    "redis: { url: \"redis://127.0.0.1:6379/0\" }\n"                        /* 10 */
+    "limits: { max_header_size: 16k, max_uri_size: 4K, max_body_size: 10m," /* 11 */
     " max_headers: 50 }\n"
-    "timeouts: { client_header: 500ms, client_body: 1.5m, keepalive: 1h,"    /* 12 */
+    "timeouts: { client_header: 500ms, client_body: 1.5m, keepalive: 1h," /* 12 */
     " send: 2, drain: 0.25 }\n"
-    "access_log: logs/access.log\n"                                           /* 13 */
-    "error_log: { path: logs/error.log, level: debug }\n"                     /* 14 */
-    "pid_file: /run/moongate.pid\n"                                           /* 15 */
-    "upstreams:\n"                                                            /* 16 */
-    "  users:\n"                                                              /* 17 */
+    "access_log: logs/access.log\n"                                            /* 13 */
+    "error_log: { path: logs/error.log, level: debug }\n"                      /* 14 */
+    "pid_file: /run/moongate.pid\n"                                            /* 15 */
+    "upstreams:\n"                                                             /* 16 */
+    "  users:\n"                                                               /* 17 */
     "    targets: [ { address: 127.0.0.1:9001, weight: 2 }, 127.0.0.1:9002,\n" /* 18 */
-    "               \"[::1]:9003\", backend.internal:80 ]\n"                  /* 19 */
-    "    balance: hash\n"                                                     /* 20 */
-    "    hash: { on: header, name: X-User }\n"                                /* 21 */
-    "    keepalive: { max_idle: 32, idle_timeout: 30s }\n"                    /* 22 */
-    "    timeouts: { connect: 2s, send: 30s, read: 31s }\n"                   /* 23 */
-    "    retries: 3\n"                                                        /* 24 */
-    "    health:\n"                                                           /* 25 */
-    "      active: { path: /healthz, interval: 10s, timeout: 1s,"            /* 26 */
+    "               \"[::1]:9003\", backend.internal:80 ]\n"                   /* 19 */
+    "    balance: hash\n"                                                      /* 20 */
+    "    hash: { on: header, name: X-User }\n"                                 /* 21 */
+    "    keepalive: { max_idle: 32, idle_timeout: 30s }\n"                     /* 22 */
+    "    timeouts: { connect: 2s, send: 30s, read: 31s }\n"                    /* 23 */
+    "    retries: 3\n"                                                         /* 24 */
+    "    health:\n"                                                            /* 25 */
+    "      active: { path: /healthz, interval: 10s, timeout: 1s,"              /* 26 */
     " healthy: 4, unhealthy: 5 }\n"
-    "      passive: { failures: 3, down_for: 20s }\n"                         /* 27 */
-    "  orders:\n"                                                             /* 28 */
-    "    targets: [ 10.0.0.1:80 ]\n"                                          /* 29 */
-    "routes:\n"                                                               /* 30 */
-    "  - name: users\n"                                                       /* 31 */
-    "    hosts: [ API.Example.com, \"*.example.org\" ]\n"                     /* 32 */
-    "    paths: [ /users, \"=/exact\", \"~^/v[0-9]+/\" ]\n"                   /* 33 */
-    "    methods: [ get, POST ]\n"                                            /* 34 */
-    "    headers: { X-Version: \"2\", X-Num: 3 }\n"                           /* 35 */
-    "    upstream: users\n"                                                   /* 36 */
-    "    strip_path: yes\n"                                                   /* 37 */
-    "    preserve_host: false\n"                                              /* 38 */
-    "    host: internal.example\n"                                            /* 39 */
-    "    max_body_size: 1g\n"                                                 /* 40 */
-    "  - upstream: orders\n";                                                 /* 41 */
+    "      passive: { failures: 3, down_for: 20s }\n"       /* 27 */
+    "  orders:\n"                                           /* 28 */
+    "    targets: [ 10.0.0.1:80 ]\n"                        /* 29 */
+    "routes:\n"                                             /* 30 */
+    "  - name: users\n"                                     /* 31 */
+    "    hosts: [ API.Example.com, \"*.example.org\" ]\n"   /* 32 */
+    "    paths: [ /users, \"=/exact\", \"~^/v[0-9]+/\" ]\n" /* 33 */
+    "    methods: [ get, POST ]\n"                          /* 34 */
+    "    headers: { X-Version: \"2\", X-Num: 3 }\n"         /* 35 */
+    "    upstream: users\n"                                 /* 36 */
+    "    strip_path: yes\n"                                 /* 37 */
+    "    preserve_host: false\n"                            /* 38 */
+    "    host: internal.example\n"                          /* 39 */
+    "    max_body_size: 1g\n"                               /* 40 */
+    "  - upstream: orders\n";                               /* 41 */
 
 static void test_full_file_top_level(void)
 {
@@ -463,21 +463,21 @@ static void test_env_substitution(void)
 
 static void test_many_errors(void)
 {
-    CHECK_ERRORS("listen: 0.0.0.0:99999\n"         /* 1 */
-                 "workers: ten\n"                  /* 2 */
-                 "upstreams:\n"                    /* 3 */
-                 "  users:\n"                      /* 4 */
-                 "    targets: [ 127.0.0.1 ]\n"    /* 5 */
-                 "    balance: random\n"           /* 6 */
-                 "    retries: ten\n"              /* 7 */
-                 "routes:\n"                       /* 8 */
-                 "  - upstream: users\n"           /* 9 */
-                 "    methods: [ \"GE T\" ]\n"     /* 10 */
-                 "  - name: second\n"              /* 11 */
-                 "    upstream: nope\n"            /* 12 */
-                 "    paths: [ users ]\n"          /* 13 */
-                 "  - name: third\n"               /* 14 */
-                 "    timeout: 5s\n",              /* 15 */
+    CHECK_ERRORS("listen: 0.0.0.0:99999\n"      /* 1 */
+                 "workers: ten\n"               /* 2 */
+                 "upstreams:\n"                 /* 3 */
+                 "  users:\n"                   /* 4 */
+                 "    targets: [ 127.0.0.1 ]\n" /* 5 */
+                 "    balance: random\n"        /* 6 */
+                 "    retries: ten\n"           /* 7 */
+                 "routes:\n"                    /* 8 */
+                 "  - upstream: users\n"        /* 9 */
+                 "    methods: [ \"GE T\" ]\n"  /* 10 */
+                 "  - name: second\n"           /* 11 */
+                 "    upstream: nope\n"         /* 12 */
+                 "    paths: [ users ]\n"       /* 13 */
+                 "  - name: third\n"            /* 14 */
+                 "    timeout: 5s\n",           /* 15 */
                  "t.yaml:1: listen: expected port between 1 and 65535, got \"0.0.0.0:99999\"",
                  "t.yaml:2: workers: expected \"auto\" or an integer between 1 and 64,"
                  " got \"ten\"",

@@ -15,10 +15,10 @@
 #include <unistd.h>
 
 typedef enum {
-    SRV_OK,      /* 200 */
-    SRV_ERROR,   /* 500 */
-    SRV_FLAPPY,  /* 500 for the first two requests, then 200 */
-    SRV_SILENT,  /* never accepts: the check times out */
+    SRV_OK,     /* 200 */
+    SRV_ERROR,  /* 500 */
+    SRV_FLAPPY, /* 500 for the first two requests, then 200 */
+    SRV_SILENT, /* never accepts: the check times out */
 } srv_mode_t;
 
 typedef struct {
@@ -201,16 +201,13 @@ static void check_log(const char *logpath, unsigned ok, unsigned err, unsigned f
     if (!text)
         return;
     char line[128];
-    snprintf(line, sizeof line, "upstream hc target 127.0.0.1:%u is down (status 500)",
-             err);
+    snprintf(line, sizeof line, "upstream hc target 127.0.0.1:%u is down (status 500)", err);
     CHECK(strstr(text, line) != NULL);
     snprintf(line, sizeof line, "upstream hc target 127.0.0.1:%u is up", flappy);
     CHECK(strstr(text, line) != NULL);
-    snprintf(line, sizeof line, "upstream hc target 127.0.0.1:%u is down (timeout)",
-             silent);
+    snprintf(line, sizeof line, "upstream hc target 127.0.0.1:%u is down (timeout)", silent);
     CHECK(strstr(text, line) != NULL);
-    snprintf(line, sizeof line, "upstream hc target 127.0.0.1:%u is down (connect: ",
-             closed);
+    snprintf(line, sizeof line, "upstream hc target 127.0.0.1:%u is down (connect: ", closed);
     CHECK(strstr(text, line) != NULL);
     CHECK(strstr(text, "cannot resolve target") != NULL);
     CHECK(strstr(text, "target :80 is down (cannot resolve host)") != NULL);

@@ -38,11 +38,11 @@ static bool has_line(const char *text, const char *line)
     return false;
 }
 
-#define CHECK_LINE(text, line)                                                           \
-    do {                                                                                 \
-        CHECK(has_line((text), (line)));                                                 \
-        if (!has_line((text), (line)))                                                   \
-            fprintf(stderr, "  missing line: %s\n", (line));                             \
+#define CHECK_LINE(text, line)                                                                     \
+    do {                                                                                           \
+        CHECK(has_line((text), (line)));                                                           \
+        if (!has_line((text), (line)))                                                             \
+            fprintf(stderr, "  missing line: %s\n", (line));                                       \
     } while (0)
 
 /* Run fn in a child process as worker `index`; wait for it to finish. */
@@ -163,37 +163,36 @@ static void test_exact_output(void)
     gw_metrics_upstream_latency(0, 0.75);
     char *out = NULL;
     gw_metrics_render(&out);
-    CHECK_STR(out,
-              "# HELP moongate_requests_total Requests answered, by route and status code.\n"
-              "# TYPE moongate_requests_total counter\n"
-              "moongate_requests_total{route=\"a\",status=\"204\"} 1\n"
-              "# HELP moongate_upstream_latency_seconds Time from starting a request upstream"
-              " to the end of its response, in seconds.\n"
-              "# TYPE moongate_upstream_latency_seconds histogram\n"
-              "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"0.005\"} 0\n"
-              "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"0.01\"} 0\n"
-              "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"0.025\"} 0\n"
-              "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"0.05\"} 0\n"
-              "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"0.1\"} 0\n"
-              "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"0.25\"} 0\n"
-              "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"0.5\"} 0\n"
-              "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"1\"} 1\n"
-              "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"2.5\"} 1\n"
-              "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"5\"} 1\n"
-              "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"10\"} 1\n"
-              "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"+Inf\"} 1\n"
-              "moongate_upstream_latency_seconds_sum{upstream=\"b\"} 0.75\n"
-              "moongate_upstream_latency_seconds_count{upstream=\"b\"} 1\n"
-              "# HELP moongate_active_connections Open client connections.\n"
-              "# TYPE moongate_active_connections gauge\n"
-              "moongate_active_connections 0\n"
-              "# HELP moongate_upstream_idle_connections Idle keep-alive connections to"
-              " upstreams.\n"
-              "# TYPE moongate_upstream_idle_connections gauge\n"
-              "moongate_upstream_idle_connections{upstream=\"b\"} 0\n"
-              "# HELP moongate_workers Worker processes.\n"
-              "# TYPE moongate_workers gauge\n"
-              "moongate_workers 1\n");
+    CHECK_STR(out, "# HELP moongate_requests_total Requests answered, by route and status code.\n"
+                   "# TYPE moongate_requests_total counter\n"
+                   "moongate_requests_total{route=\"a\",status=\"204\"} 1\n"
+                   "# HELP moongate_upstream_latency_seconds Time from starting a request upstream"
+                   " to the end of its response, in seconds.\n"
+                   "# TYPE moongate_upstream_latency_seconds histogram\n"
+                   "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"0.005\"} 0\n"
+                   "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"0.01\"} 0\n"
+                   "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"0.025\"} 0\n"
+                   "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"0.05\"} 0\n"
+                   "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"0.1\"} 0\n"
+                   "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"0.25\"} 0\n"
+                   "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"0.5\"} 0\n"
+                   "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"1\"} 1\n"
+                   "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"2.5\"} 1\n"
+                   "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"5\"} 1\n"
+                   "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"10\"} 1\n"
+                   "moongate_upstream_latency_seconds_bucket{upstream=\"b\",le=\"+Inf\"} 1\n"
+                   "moongate_upstream_latency_seconds_sum{upstream=\"b\"} 0.75\n"
+                   "moongate_upstream_latency_seconds_count{upstream=\"b\"} 1\n"
+                   "# HELP moongate_active_connections Open client connections.\n"
+                   "# TYPE moongate_active_connections gauge\n"
+                   "moongate_active_connections 0\n"
+                   "# HELP moongate_upstream_idle_connections Idle keep-alive connections to"
+                   " upstreams.\n"
+                   "# TYPE moongate_upstream_idle_connections gauge\n"
+                   "moongate_upstream_idle_connections{upstream=\"b\"} 0\n"
+                   "# HELP moongate_workers Worker processes.\n"
+                   "# TYPE moongate_workers gauge\n"
+                   "moongate_workers 1\n");
     free(out);
     gw_metrics_free();
 }

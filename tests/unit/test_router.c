@@ -267,10 +267,8 @@ static void test_path_kinds_one_route(void)
 static void test_longest_prefix(void)
 {
     static const rdef_t defs[] = {
-        {.name = "root", .paths = {"/"}},
-        {.name = "api", .paths = {"/api"}},
-        {.name = "v1", .paths = {"/api/v1"}},
-        {.name = "users", .paths = {"/users"}},
+        {.name = "root", .paths = {"/"}},       {.name = "api", .paths = {"/api"}},
+        {.name = "v1", .paths = {"/api/v1"}},   {.name = "users", .paths = {"/users"}},
         {.name = "slash", .paths = {"/docs/"}},
     };
     gw_config_t *cfg;
@@ -347,7 +345,8 @@ static void test_headers(void)
     static const rdef_t defs[] = {
         {.name = "plain", .paths = {"/svc"}},
         /* Before "v2": the number of headers does not rank, order does. */
-        {.name = "v2-beta", .paths = {"/svc"},
+        {.name = "v2-beta",
+         .paths = {"/svc"},
          .headers = {{"X-Version", "2"}, {"X-Channel", "beta"}}},
         {.name = "v2", .paths = {"/svc"}, .headers = {{"X-Version", "2"}}},
     };
@@ -448,12 +447,9 @@ static void test_regex(void)
 static void test_strip_len(void)
 {
     static const rdef_t defs[] = {
-        {.name = "slash", .paths = {"/api/"}},
-        {.name = "noslash", .paths = {"/svc"}},
-        {.name = "exact", .paths = {"=/ex/act"}},
-        {.name = "regex", .paths = {"~^/v1"}},
-        {.name = "root", .paths = {"/"}},
-        {.name = "anypath", .hosts = {"any.example.org"}},
+        {.name = "slash", .paths = {"/api/"}},    {.name = "noslash", .paths = {"/svc"}},
+        {.name = "exact", .paths = {"=/ex/act"}}, {.name = "regex", .paths = {"~^/v1"}},
+        {.name = "root", .paths = {"/"}},         {.name = "anypath", .hosts = {"any.example.org"}},
     };
     gw_config_t *cfg;
     gw_router_t *r = BUILD(defs);

@@ -72,9 +72,8 @@ static int connect_client_buf(int rcvbuf)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (rcvbuf > 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons(port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     struct timeval tv = {5, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
@@ -103,9 +102,9 @@ static void send_str(int fd, const char *s)
 }
 
 typedef struct {
-    int status;   /* 0 when no complete response arrived */
+    int status; /* 0 when no complete response arrived */
     char head[1024];
-    char *body;   /* malloc'd, NUL-terminated */
+    char *body; /* malloc'd, NUL-terminated */
 } resp_t;
 
 /* Read one response with a Content-Length body. */
@@ -142,13 +141,13 @@ static bool at_eof(int fd)
     return recv(fd, &c, 1, 0) == 0;
 }
 
-#define CHECK_RESP(fd, req, code, body_)                                                 \
-    do {                                                                                 \
-        send_str((fd), (req));                                                           \
-        resp_t r_ = read_resp(fd);                                                       \
-        CHECK_INT(r_.status, (code));                                                    \
-        CHECK_STR(r_.body, (body_));                                                     \
-        free(r_.body);                                                                   \
+#define CHECK_RESP(fd, req, code, body_)                                                           \
+    do {                                                                                           \
+        send_str((fd), (req));                                                                     \
+        resp_t r_ = read_resp(fd);                                                                 \
+        CHECK_INT(r_.status, (code));                                                              \
+        CHECK_STR(r_.body, (body_));                                                               \
+        free(r_.body);                                                                             \
     } while (0)
 
 static void test_endpoints(void)
@@ -262,8 +261,8 @@ static void test_errors(void)
     close(fd);
 
     fd = connect_client();
-    CHECK_RESP(fd, "GET /health HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
-               200, "{\"status\":\"ok\"}");
+    CHECK_RESP(fd, "GET /health HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", 200,
+               "{\"status\":\"ok\"}");
     CHECK(at_eof(fd));
     close(fd);
 
@@ -362,8 +361,7 @@ static void test_stop(void)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    ready_flag = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                      -1, 0);
+    ready_flag = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (ready_flag == MAP_FAILED || gw_metrics_init(1) != GW_OK)
         return 1;
 
