@@ -52,8 +52,8 @@
 --                 lua_pattern (a Lua pattern, unanchored too).
 --   integer, number: minimum, maximum (inclusive), exclusive_minimum,
 --                 exclusive_maximum. An integer is a number without a
---                 fractional part; strings are never converted ("10" is
---                 not an integer).
+--                 fractional part, within +-2^53; strings are never
+--                 converted ("10" is not an integer).
 --   format        "duration": "500ms", "2s", "1.5m", "1h", "30" or a number
 --                 of seconds, normalised to seconds (type "number" implied).
 --                 "size": "1024", "16k", "10m", "1g" (1024-based, any case)
