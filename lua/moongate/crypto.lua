@@ -317,7 +317,15 @@ end
 ----------------------------------------------------------------------------
 -- hex and base64
 
-local HEX_DIGITS = u8arr(16, "0123456789abcdef")
+-- A byte array holding exactly the bytes of s (no terminating NUL:
+-- u8arr(#s, s) would write one byte past the end).
+local function byte_array(s)
+    local a = u8arr(#s)
+    ffi.copy(a, s, #s)
+    return a
+end
+
+local HEX_DIGITS = byte_array("0123456789abcdef")
 
 function crypto.hex(bytes)
     check_string(bytes, 1, "hex")
@@ -347,7 +355,7 @@ local function decode_table(alphabet)
     return t
 end
 
-local ENC_STD, ENC_URL = u8arr(64, B64_STD), u8arr(64, B64_URL)
+local ENC_STD, ENC_URL = byte_array(B64_STD), byte_array(B64_URL)
 local DEC_STD, DEC_URL = decode_table(B64_STD), decode_table(B64_URL)
 
 -- Encodes `data` with the 64-character table `enc`; `pad` adds "=" up to
@@ -521,16 +529,16 @@ local ALGS = {
     EdDSA = { key = "eddsa" },
 }
 
--- Parsed keys by PEM text. Values are weak: an entry lasts while some
--- caller holds it or until the next collection, and ffi.gc frees the
--- EVP_PKEY when it goes.
+-- Parsed keys by PEM text. Values are weak: an entry lives until a
+-- garbage-collection cycle finds it unused (between cycles a PEM is parsed
+-- once), and ffi.gc frees its EVP_PKEY then.
 local key_cache = setmetatable({}, { __mode = "v" })
 
 local group_buf = ffi_new("char[64]")
 local group_len = ffi_new("size_t[1]")
 
--- The key's family as ALGS names it ("rsa", "ec", "eddsa", or another
--- description for keys no algorithm here takes) and its EC curve.
+-- The key's family as ALGS names it ("rsa", "ec", "eddsa", "unsupported"),
+-- then the curve of an EC key, or for RSA whether the key is RSA-PSS only.
 local function key_kind(pkey)
     if C.EVP_PKEY_is_a(pkey, "RSA") == 1 or C.EVP_PKEY_is_a(pkey, "RSA-PSS") == 1 then
         return "rsa", nil, C.EVP_PKEY_is_a(pkey, "RSA-PSS") == 1
