@@ -761,13 +761,72 @@ static void gw_cdecode_route_upstream(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw
     gw_cnode_path_pop(c, m);
 }
 
+/*
+ * A `plugins` map under `parent`: plugin names (letters, digits, '-' and
+ * '_') to a config map or null. Returns the map node, or NULL when absent
+ * or malformed (reported). The contents are left to the plugins' schemas.
+ */
+static const gw_cnode_t *gw_cdecode_plugins(gw_cnode_ctx_t *c, const gw_cnode_t *parent)
+{
+    const gw_cnode_t *v = gw_cnode_field(parent, "plugins");
+    if (!v)
+        return NULL;
+    size_t m = gw_cnode_path_key(c, "plugins");
+    bool ok = gw_cnode_check_map(c, v, NULL, "plugin");
+    for (size_t i = 0; ok && i < v->npairs; i++) {
+        const gw_cnode_pair_t *p = &v->pairs[i];
+        if (p->key->kind != GW_CNODE_SCALAR)
+            continue; /* reported by gw_cnode_check_map */
+        size_t mk = gw_cnode_path_key(c, p->key->str);
+        bool name_ok = p->key->len > 0 && p->key->len <= 64;
+        for (size_t k = 0; k < p->key->len; k++) {
+            char ch = p->key->str[k];
+            name_ok = name_ok && ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                                  (ch >= '0' && ch <= '9') || ch == '-' || ch == '_');
+        }
+        if (!name_ok) {
+            gw_cnode_report(c, p->key->line, "invalid plugin name");
+            ok = false;
+        } else if (p->value->kind != GW_CNODE_MAP && p->value->kind != GW_CNODE_NULL) {
+            gw_cnode_expect(c, p->value, "a map of plugin settings");
+            ok = false;
+        }
+        gw_cnode_path_pop(c, mk);
+    }
+    gw_cnode_path_pop(c, m);
+    return ok ? v : NULL;
+}
+
+/* A list of non-empty strings (or a single one) under `key`. */
+static void gw_cdecode_strings(gw_cnode_ctx_t *c, const gw_cnode_t *parent, const char *key,
+                               char ***out, size_t *count)
+{
+    const gw_cnode_t *v = gw_cnode_field(parent, key);
+    if (!v)
+        return;
+    size_t m = gw_cnode_path_key(c, key);
+    const gw_cnode_t *one;
+    size_t n;
+    const gw_cnode_t *const *items = gw_citems(v, &one, &n);
+    *out = gw_xcalloc(n, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        size_t mi = v->kind == GW_CNODE_LIST ? gw_cnode_path_index(c, i) : c->plen;
+        char *s = NULL;
+        if (gw_cnode_str(c, items[i], &s))
+            (*out)[(*count)++] = s;
+        gw_cnode_path_pop(c, mi);
+    }
+    gw_cnode_path_pop(c, m);
+}
+
 /* One route; r->index and r->line are already set. */
 static void gw_cdecode_route(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_route_conf_t *r,
                              const gw_config_t *cfg)
 {
     static const char *const fields[] = {"name",    "hosts",         "paths",      "methods",
                                          "headers", "upstream",      "strip_path", "preserve_host",
-                                         "host",    "max_body_size", NULL};
+                                         "host",    "max_body_size", "plugins",    "plugin_order",
+                                         NULL};
     r->preserve_host = true;
     r->max_body_size = -1;
     if (gw_cnode_check_map(c, n, fields, "field")) {
@@ -781,6 +840,8 @@ static void gw_cdecode_route(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_route_co
         gw_cnode_field_bool(c, n, "preserve_host", &r->preserve_host);
         gw_cnode_field_str(c, n, "host", &r->host_header);
         gw_cnode_field_size(c, n, "max_body_size", 0, &r->max_body_size);
+        r->plugins = gw_cdecode_plugins(c, n);
+        gw_cdecode_strings(c, n, "plugin_order", &r->plugin_order, &r->nplugin_order);
     }
     if (!r->name) {
         char name[32];
@@ -850,9 +911,10 @@ static void gw_config_defaults(gw_config_t *cfg)
 /* Decode the whole document (NULL for an empty one) into cfg. */
 static void gw_cdecode(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_config_t *cfg)
 {
-    static const char *const fields[] = {
-        "listen",     "workers",   "status",   "admin",     "redis",  "limits", "timeouts",
-        "access_log", "error_log", "pid_file", "upstreams", "routes", NULL};
+    static const char *const fields[] = {"listen",    "workers",      "status",    "admin",
+                                         "redis",     "limits",       "timeouts",  "access_log",
+                                         "error_log", "pid_file",     "upstreams", "routes",
+                                         "plugins",   "plugin_paths", NULL};
     bool pid_enabled = true;
     gw_config_defaults(cfg);
     if (root && root->kind != GW_CNODE_NULL && gw_cnode_check_map(c, root, fields, "field")) {
@@ -868,6 +930,8 @@ static void gw_cdecode(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_config_t *c
         gw_cdecode_switchable_path(c, root, "pid_file", &pid_enabled, &cfg->pid_file);
         gw_cdecode_upstreams(c, root, cfg);
         gw_cdecode_routes(c, root, cfg);
+        cfg->plugins = gw_cdecode_plugins(c, root);
+        gw_cdecode_strings(c, root, "plugin_paths", &cfg->plugin_paths, &cfg->nplugin_paths);
     } else {
         gw_cdecode_workers(c, NULL, cfg);
     }
@@ -897,7 +961,7 @@ gw_config_t *gw_config_load_string(const char *name, const char *text, size_t le
     if (root)
         gw_cnode_substitute_env(&c, root);
     gw_cdecode(&c, root, cfg);
-    gw_cnode_free(root);
+    cfg->doc = root; /* plugin settings point into it */
     if (errs->count > start) {
         gw_config_sort_errors(errs, start);
         gw_config_free(cfg);
@@ -990,6 +1054,9 @@ static void gw_route_conf_free(gw_route_conf_t *r)
     free(r->headers);
     free(r->upstream);
     free(r->host_header);
+    for (size_t i = 0; i < r->nplugin_order; i++)
+        free(r->plugin_order[i]);
+    free(r->plugin_order);
 }
 
 void gw_config_free(gw_config_t *cfg)
@@ -1013,6 +1080,10 @@ void gw_config_free(gw_config_t *cfg)
     free(cfg->access_log.path);
     free(cfg->error_log.path);
     free(cfg->pid_file);
+    for (size_t i = 0; i < cfg->nplugin_paths; i++)
+        free(cfg->plugin_paths[i]);
+    free(cfg->plugin_paths);
+    gw_cnode_free(cfg->doc);
     free(cfg);
 }
 

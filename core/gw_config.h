@@ -9,6 +9,8 @@
 
 #include "gw_core.h"
 
+struct gw_cnode_s; /* the parsed document (gw_config_node.h) */
+
 /* A listening address, from "host:port", "[v6]:port" or ":port". */
 typedef struct {
     char *host; /* numeric address; "0.0.0.0" when omitted */
@@ -101,7 +103,12 @@ typedef struct {
     bool preserve_host;    /* default true: forward the client's Host */
     char *host_header;     /* `host:`; when set, Host sent upstream */
     int64_t max_body_size; /* -1: inherit limits.max_body_size */
-    int index;             /* position in routes[] */
+    /* `plugins`: a map from plugin name to its config (a map or null), in the
+     * document; validated by each plugin's schema when the runtime loads. */
+    const struct gw_cnode_s *plugins;
+    char **plugin_order; /* `plugin_order`: names, run in this order */
+    size_t nplugin_order;
+    int index; /* position in routes[] */
     int line;
 } gw_route_conf_t;
 
@@ -154,6 +161,11 @@ typedef struct {
     } error_log;
 
     char *pid_file; /* default "logs/moongate.pid" relative to cwd; NULL when pid_file: off */
+
+    const struct gw_cnode_s *plugins; /* global `plugins`, for every route */
+    char **plugin_paths;              /* directories searched for plugins */
+    size_t nplugin_paths;
+    struct gw_cnode_s *doc; /* the whole document, owned */
 } gw_config_t;
 
 /* One error found while loading: "file:line: path: message". */

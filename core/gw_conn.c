@@ -8,6 +8,7 @@
 #include "gw_accesslog.h"
 #include "gw_http.h"
 #include "gw_log.h"
+#include "gw_lua.h"
 #include "gw_metrics.h"
 #include "gw_net.h"
 #include "gw_path.h"
@@ -23,6 +24,7 @@ static void gw_conn_io_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void gw_conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents);
 static void gw_conn_parse_head(gw_conn_t *c);
 static void gw_conn_next_request(gw_conn_t *c);
+static void gw_conn_detach_for_log(gw_conn_t *c, gw_req_t *r, size_t leftover_at);
 
 /* ---- request head parsing (llhttp callbacks) ---- */
 
@@ -163,6 +165,7 @@ static gw_req_t *gw_req_get(gw_worker_t *w)
 
 static void gw_req_put(gw_worker_t *w, gw_req_t *r)
 {
+    gw_lua_req_release(r);
     gw_buf_put(&w->bufs, r->out);
     gw_buf_put(&w->bufs, r->rin);
     r->out = r->rin = NULL;
@@ -290,6 +293,8 @@ static void gw_req_begin(gw_conn_t *c)
     gw_worker_t *w = c->w;
     gw_req_t *r = c->req = gw_req_get(w);
     r->c = c;
+    r->w = w;
+    memcpy(&r->peer, &c->peer, sizeof r->peer);
     r->t_start = ev_now(w->loop);
     gw_worker_request_id(w, r->request_id);
     llhttp_init(&r->parser, HTTP_REQUEST, &gw_req_settings);
@@ -415,8 +420,13 @@ void gw_conn_request_done(gw_conn_t *c)
         r->close_after || w->stopping || !r->body_done || w->cfg->timeouts.keepalive <= 0;
     size_t leftover_at = r->msg_end;
     gw_proxy_abort(r); /* releases the upstream connection if still held */
-    gw_req_put(w, r);
     c->req = NULL;
+    if (r->match.route && (gw_lua_route_phases(w, r->match.route->index) & GW_LUA_LOG)) {
+        gw_conn_detach_for_log(c, r, leftover_at);
+        leftover_at = 0;
+    } else {
+        gw_req_put(w, r);
+    }
     c->requests++;
     if (close_now) {
         gw_conn_close(c);
@@ -432,6 +442,36 @@ void gw_conn_request_done(gw_conn_t *c)
         c->in = NULL;
     }
     gw_conn_next_request(c);
+}
+
+/*
+ * Run the log phase of r, which no longer belongs to c: r keeps c's buffer
+ * (its header slices point into it) and c gets a fresh one holding the
+ * pipelined bytes after leftover_at, if any.
+ */
+static void gw_conn_detach_for_log(gw_conn_t *c, gw_req_t *r, size_t leftover_at)
+{
+    gw_worker_t *w = c->w;
+    gw_buf_t *in = c->in;
+    c->in = NULL;
+    if (in && leftover_at < in->end) {
+        c->in = gw_buf_get(&w->bufs);
+        memcpy(c->in->data, in->data + leftover_at, in->end - leftover_at);
+        c->in->end = in->end - leftover_at;
+    }
+    r->held_in = in;
+    r->c = NULL;
+    r->detached = true;
+    w->nlogging++;
+    if (gw_lua_run(r, GW_LUA_LOG) != GW_AGAIN)
+        gw_conn_log_done(r);
+}
+
+void gw_conn_log_done(gw_req_t *r)
+{
+    gw_worker_t *w = r->w;
+    w->nlogging--;
+    gw_req_put(w, r);
 }
 
 /* Wait for (or parse already buffered) the next request on c. */
@@ -686,7 +726,64 @@ static void gw_req_start(gw_conn_t *c)
         gw_conn_timer_set(c, w->cfg->timeouts.client_body);
     else
         ev_timer_stop(w->loop, &c->timer);
+    if (gw_lua_route_phases(w, r->match.route->index) & GW_LUA_ACCESS) {
+        if (gw_lua_run(r, GW_LUA_ACCESS) != GW_OK)
+            return; /* waiting, or answered */
+    }
     gw_proxy_start(r);
+}
+
+void gw_conn_access_done(gw_req_t *r, int rc)
+{
+    if (rc == GW_OK)
+        gw_proxy_start(r);
+}
+
+/* Answer r with the status, headers and body of moongate.response.exit. */
+void gw_conn_exit(gw_req_t *r)
+{
+    gw_conn_t *c = r->c;
+    gw_worker_t *w = c->w;
+    if (!r->body_done)
+        r->close_after = true;
+    size_t need = 512 + r->exit_body_len + (r->lua_arena ? r->lua_arena->end : 0);
+    if (!r->out || r->out->cap < need) {
+        gw_buf_put(&w->bufs, r->out);
+        r->out = need <= w->bufs.size ? gw_buf_get(&w->bufs) : gw_xmalloc(sizeof(gw_buf_t) + need);
+        if (need > w->bufs.size)
+            r->out->cap = need;
+    }
+    r->status = r->exit_status;
+    char *p = r->out->data;
+    size_t n = (size_t)snprintf(p, 512, "HTTP/1.1 %d %s\r\nServer: moongate\r\n", r->status,
+                                gw_http_reason(r->status));
+    for (size_t i = 0; i < r->nhdr_ops; i++) {
+        const gw_hdr_op_t *o = &r->hdr_ops[i];
+        if (o->side != GW_SIDE_EXIT)
+            continue;
+        memcpy(p + n, o->name.p, o->name.len);
+        n += o->name.len;
+        memcpy(p + n, ": ", 2);
+        memcpy(p + n + 2, o->value.p, o->value.len);
+        n += 2 + o->value.len;
+        memcpy(p + n, "\r\n", 2);
+        n += 2;
+    }
+    n += (size_t)snprintf(p + n, 128, "Content-Length: %zu\r\nX-Request-Id: %s\r\n%s\r\n",
+                          r->exit_body_len, r->request_id,
+                          r->close_after ? "Connection: close\r\n" : "");
+    if (r->parser.method != HTTP_HEAD && r->exit_body_len) {
+        memcpy(p + n, r->exit_body, r->exit_body_len);
+        n += r->exit_body_len;
+    }
+    r->out->start = 0;
+    r->out->end = n;
+    r->out_sent = 0;
+    r->rsend_start = r->rsend_end = 0;
+    r->rdone = true;
+    c->state = GW_CONN_RESPOND;
+    ev_timer_stop(w->loop, &c->timer);
+    gw_conn_flush_response(c);
 }
 
 /* ---- request body ---- */

@@ -10,6 +10,7 @@
 #include "gw_master.h"
 
 #include "gw_log.h"
+#include "gw_lua.h"
 #include "gw_metrics.h"
 #include "gw_net.h"
 #include "gw_status.h"
@@ -260,6 +261,10 @@ static void gw_master_reload(gw_master_t *m)
     gw_log_info("reloading %s", m->config_path);
     gw_config_errors_t errs = {0};
     gw_config_t *cfg = gw_config_load(m->config_path, &errs);
+    if (cfg && gw_lua_check_config(cfg, &errs) != GW_OK) {
+        gw_config_free(cfg);
+        cfg = NULL;
+    }
     if (!cfg) {
         char line[1024];
         for (size_t i = 0; i < errs.count; i++) {

@@ -10,6 +10,7 @@
  */
 #include "gw_http.h"
 #include "gw_log.h"
+#include "gw_lua.h"
 #include "gw_net.h"
 #include "gw_path.h"
 #include "gw_worker.h"
@@ -179,6 +180,15 @@ static bool gw_is_idempotent(const gw_req_t *r)
 static void gw_out_target(gw_out_t *o, gw_req_t *r)
 {
     const gw_route_conf_t *route = r->match.route;
+    if (r->up_path.len) {
+        /* moongate.upstream.set_path */
+        gw_out_str(o, r->up_path);
+        if (r->has_query) {
+            GW_OUT_LIT(o, "?");
+            gw_out_str(o, r->query);
+        }
+        return;
+    }
     if (!route->strip_path || r->match.strip_len == 0) {
         gw_out_str(o, r->url);
         return;
@@ -198,6 +208,52 @@ static void gw_out_target(gw_out_t *o, gw_req_t *r)
     }
 }
 
+/* Whether a plugin replaced or removed header `name` on `side` (so the
+ * original is not sent). */
+static bool gw_ops_replace(const gw_req_t *r, int side, gw_str_t name)
+{
+    for (size_t i = 0; i < r->nhdr_ops; i++) {
+        const gw_hdr_op_t *o = &r->hdr_ops[i];
+        if (o->side == side && o->op != GW_HDR_ADD && gw_str_caseeq(o->name, name))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Append the headers plugins set or added on `side`: an ADD or SET counts
+ * unless a later SET or CLEAR of the same name replaced it. Headers in
+ * `skip` (the ones the gateway writes itself, like Host) are left out.
+ */
+static void gw_out_ops(gw_out_t *o, const gw_req_t *r, int side, gw_str_t skip)
+{
+    for (size_t i = 0; i < r->nhdr_ops; i++) {
+        const gw_hdr_op_t *op = &r->hdr_ops[i];
+        if (op->side != side || op->op == GW_HDR_CLEAR || gw_str_caseeq(op->name, skip))
+            continue;
+        bool replaced = false;
+        for (size_t j = i + 1; j < r->nhdr_ops && !replaced; j++)
+            replaced = r->hdr_ops[j].side == side && r->hdr_ops[j].op != GW_HDR_ADD &&
+                       gw_str_caseeq(r->hdr_ops[j].name, op->name);
+        if (!replaced)
+            gw_out_header(o, op->name, op->value);
+    }
+}
+
+/* The value a plugin last SET for `name` on `side`, if any. */
+static bool gw_ops_value(const gw_req_t *r, int side, gw_str_t name, gw_str_t *value)
+{
+    bool found = false;
+    for (size_t i = 0; i < r->nhdr_ops; i++) {
+        const gw_hdr_op_t *o = &r->hdr_ops[i];
+        if (o->side == side && gw_str_caseeq(o->name, name)) {
+            found = o->op != GW_HDR_CLEAR;
+            *value = o->value;
+        }
+    }
+    return found;
+}
+
 /*
  * Write the request head for the upstream into r->out: HTTP/1.1, Host per
  * route, hop-by-hop headers dropped, X-Forwarded-* and X-Request-Id set.
@@ -214,8 +270,10 @@ static int gw_build_request_head(gw_req_t *r)
     GW_OUT_LIT(&o, " ");
     gw_out_target(&o, r);
     GW_OUT_LIT(&o, " HTTP/1.1\r\nHost: ");
-    gw_str_t host_hdr = r->host_header;
-    if (route->host_header)
+    gw_str_t host_hdr = r->host_header, set_host;
+    if (r->nhdr_ops && gw_ops_value(r, GW_SIDE_UPSTREAM, GW_STR("Host"), &set_host))
+        gw_out_str(&o, set_host);
+    else if (route->host_header)
         gw_out_add(&o, route->host_header, strlen(route->host_header));
     else if (route->preserve_host && host_hdr.len)
         gw_out_str(&o, host_hdr);
@@ -227,10 +285,13 @@ static int gw_build_request_head(gw_req_t *r)
         if (gw_str_caseeq_lit(n, "host") || gw_str_caseeq_lit(n, "expect") ||
             gw_str_caseeq_lit(n, "x-forwarded-proto") || gw_str_caseeq_lit(n, "x-forwarded-host") ||
             gw_str_caseeq_lit(n, "x-request-id") || gw_str_caseeq_lit(n, "x-forwarded-for") ||
-            gw_drop_header(n, r->headers, r->nheaders))
+            gw_drop_header(n, r->headers, r->nheaders) ||
+            (r->nhdr_ops && gw_ops_replace(r, GW_SIDE_UPSTREAM, n)))
             continue;
         gw_out_header(&o, n, r->headers[i].value);
     }
+    if (r->nhdr_ops)
+        gw_out_ops(&o, r, GW_SIDE_UPSTREAM, GW_STR("Host"));
     /* Every X-Forwarded-For received, in order, then the client. */
     GW_OUT_LIT(&o, "X-Forwarded-For: ");
     for (size_t i = 0; i < r->nheaders; i++)
@@ -239,7 +300,7 @@ static int gw_build_request_head(gw_req_t *r)
             GW_OUT_LIT(&o, ", ");
         }
     char client[INET6_ADDRSTRLEN];
-    size_t clen = gw_net_ntop((const struct sockaddr_storage *)&r->c->peer, client, sizeof client);
+    size_t clen = gw_net_ntop((const struct sockaddr_storage *)&r->peer, client, sizeof client);
     gw_out_add(&o, client, clen);
     GW_OUT_LIT(&o, "\r\nX-Forwarded-Proto: http\r\n");
     if (host_hdr.len)
@@ -268,7 +329,7 @@ static int gw_build_response_head(gw_req_t *r)
     line[10] = (char)('0' + r->status / 10 % 10);
     line[11] = (char)('0' + r->status % 10);
     gw_out_add(&o, line, sizeof line - 1);
-    if (r->rstatus_text.len)
+    if (r->rstatus_text.len && r->status == llhttp_get_status_code(&r->rparser))
         gw_out_str(&o, r->rstatus_text);
     else
         gw_out_add(&o, gw_http_reason(r->status), strlen(gw_http_reason(r->status)));
@@ -279,8 +340,12 @@ static int gw_build_response_head(gw_req_t *r)
             continue;
         if (r->rdecode && gw_str_caseeq_lit(name, "transfer-encoding"))
             continue;
+        if (r->nhdr_ops && gw_ops_replace(r, GW_SIDE_RESPONSE, name))
+            continue;
         gw_out_header(&o, name, r->rheaders[i].value);
     }
+    if (r->nhdr_ops)
+        gw_out_ops(&o, r, GW_SIDE_RESPONSE, GW_STR(""));
     if (r->c->w->stopping)
         r->close_after = true;
     if (r->close_after)
@@ -642,9 +707,31 @@ static int gw_parse_response_body(gw_req_t *r)
 }
 
 /* The response head is parsed (it ends at offset head_end of rin). */
-static void gw_up_head_done(gw_req_t *r, size_t head_end)
+/* The response head (ending at offset head_end of rin) may go out: write
+ * the client's head and start on the body. GW_OK, or GW_DONE when the
+ * request ended. */
+static int gw_up_head_ready(gw_req_t *r, size_t head_end)
 {
-    gw_worker_t *w = r->c->w;
+    if (gw_build_response_head(r) != GW_OK) {
+        r->rhead_done = false;
+        gw_proxy_fail(r, GW_FAIL_IO, "response head too large");
+        return GW_DONE;
+    }
+    llhttp_resume(&r->rparser);
+    r->rparsed = head_end;
+    r->rsend_start = r->rsend_end = r->rdec_end = head_end;
+    return GW_OK;
+}
+
+/*
+ * The response head is parsed (it ends at offset head_end of rin). Returns
+ * GW_DECLINED after skipping an interim (1xx) response, GW_OK when the head
+ * is ready to go out, GW_AGAIN while header_filter plugins wait (the
+ * upstream is paused until gw_proxy_header_filter_done), GW_DONE when the
+ * request ended.
+ */
+static int gw_up_head_done(gw_req_t *r, size_t head_end)
+{
     r->status = llhttp_get_status_code(&r->rparser);
     if (r->status >= 100 && r->status < 200) {
         /* Interim responses (100, 102, 103) are not relayed. */
@@ -657,19 +744,19 @@ static void gw_up_head_done(gw_req_t *r, size_t head_end)
         r->in_name = r->in_value = false;
         llhttp_init(&r->rparser, HTTP_RESPONSE, &gw_resp_settings);
         r->rparser.data = r;
-        return;
+        return GW_DECLINED;
     }
     r->rhead_done = true;
     gw_response_framing(r);
-    if (gw_build_response_head(r) != GW_OK) {
-        r->rhead_done = false;
-        gw_proxy_fail(r, GW_FAIL_IO, "response head too large");
-        return;
+    if (gw_lua_route_phases(r->w, r->match.route->index) & GW_LUA_HEADER_FILTER) {
+        r->rparsed = head_end; /* kept while the plugins run */
+        gw_up_watch(r, 0);
+        gw_up_timer(r, 0);
+        int rc = gw_lua_run(r, GW_LUA_HEADER_FILTER);
+        if (rc != GW_OK)
+            return rc;
     }
-    llhttp_resume(&r->rparser);
-    r->rparsed = head_end;
-    r->rsend_start = r->rsend_end = r->rdec_end = head_end;
-    (void)w;
+    return gw_up_head_ready(r, head_end);
 }
 
 /* Parse what rin holds: the head first, then body bytes. Returns GW_OK,
@@ -681,11 +768,11 @@ static int gw_up_parse(gw_req_t *r)
         llhttp_errno_t err =
             llhttp_execute(&r->rparser, rin->data + r->rparsed, rin->end - r->rparsed);
         if (err == HPE_PAUSED) {
-            gw_up_head_done(r, (size_t)(llhttp_get_error_pos(&r->rparser) - rin->data));
-            if (!r->uc)
-                return GW_DONE;
-            if (!r->rhead_done)
+            int rc = gw_up_head_done(r, (size_t)(llhttp_get_error_pos(&r->rparser) - rin->data));
+            if (rc == GW_DECLINED)
                 continue; /* an interim response was skipped */
+            if (rc != GW_OK)
+                return rc;
             break;
         }
         if (err != HPE_OK) {
@@ -734,6 +821,22 @@ static void gw_up_eof(gw_req_t *r, bool error)
     gw_conn_abort(r->c);
 }
 
+/* Send what was parsed to the client: the whole response is there, or
+ * part of it (then pause the upstream if the client is behind). */
+static void gw_up_forward(gw_req_t *r)
+{
+    if (r->rdone) {
+        gw_up_done(r);
+        return;
+    }
+    if (r->rsend_end > r->rsend_start || r->out_sent < r->out->end) {
+        if (gw_conn_flush_response(r->c) == GW_DONE)
+            return;
+        if (r->uc && (r->rsend_end > r->rsend_start || r->out_sent < r->out->end))
+            gw_up_pause(r);
+    }
+}
+
 /* Read from the upstream and move what was read towards the client. */
 static void gw_up_read(gw_req_t *r)
 {
@@ -766,16 +869,14 @@ static void gw_up_read(gw_req_t *r)
         gw_up_timer(r, r->up->conf->read_timeout);
     if (gw_up_parse(r) != GW_OK)
         return;
-    if (r->rdone) {
-        gw_up_done(r);
+    gw_up_forward(r);
+}
+
+void gw_proxy_header_filter_done(gw_req_t *r, int rc)
+{
+    if (rc != GW_OK || gw_up_head_ready(r, r->rparsed) != GW_OK || gw_up_parse(r) != GW_OK)
         return;
-    }
-    if (r->rsend_end > r->rsend_start || r->out_sent < r->out->end) {
-        if (gw_conn_flush_response(r->c) == GW_DONE)
-            return;
-        if (r->uc && (r->rsend_end > r->rsend_start || r->out_sent < r->out->end))
-            gw_up_pause(r);
-    }
+    gw_up_forward(r);
 }
 
 int gw_proxy_resume_response(gw_req_t *r)

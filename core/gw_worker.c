@@ -7,6 +7,7 @@
 
 #include "gw_accesslog.h"
 #include "gw_log.h"
+#include "gw_lua.h"
 #include "gw_metrics.h"
 
 #include <errno.h>
@@ -100,7 +101,7 @@ static void gw_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     gw_accesslog_flush();
     if (w->stopping) {
         gw_conn_close_idle(w);
-        if (w->nconns == 0)
+        if (w->nconns == 0 && w->nlogging == 0)
             ev_break(loop, EVBREAK_ALL);
     }
 }
@@ -109,6 +110,7 @@ static void gw_worker_free(gw_worker_t *w)
 {
     while (w->conns)
         gw_conn_close(w->conns);
+    gw_lua_close(w);
     gw_upstreams_free(w);
     gw_router_free(w->router);
     while (w->free_reqs) {
@@ -145,6 +147,11 @@ int gw_worker_run(gw_config_t *cfg, int index, int metrics_area, int *listen_fds
     w.router = gw_router_build(cfg, err, sizeof err);
     if (!w.router) {
         gw_log_error("worker %d: %s", index, err);
+        return 1;
+    }
+    if (gw_lua_init(&w, err, sizeof err) != GW_OK) {
+        gw_log_error("worker %d: %s", index, err);
+        gw_router_free(w.router);
         return 1;
     }
     w.route_slots = gw_xcalloc(cfg->nroutes, sizeof(int));

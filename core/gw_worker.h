@@ -32,6 +32,19 @@ typedef struct {
     gw_str_t value;
 } gw_header_t;
 
+/* A header change made by a plugin, applied when a head is written. */
+enum { GW_HDR_SET = 0, GW_HDR_ADD = 1, GW_HDR_CLEAR = 2 };
+enum { GW_SIDE_UPSTREAM = 0, GW_SIDE_RESPONSE = 1, GW_SIDE_EXIT = 2 };
+typedef struct {
+    gw_str_t name, value; /* bytes in the request's Lua arena */
+    uint8_t op, side;
+} gw_hdr_op_t;
+
+#define GW_MAX_HDR_OPS 64
+
+struct lua_State;
+struct gw_lua_s;
+
 /* An upstream connection; idle ones wait in their target's pool. */
 struct gw_upconn_s {
     gw_worker_t *w;
@@ -137,6 +150,28 @@ struct gw_req_s {
 
     uint64_t bytes_sent;
     double t_start, t_upstream, t_upstream_done;
+
+    /* Plugins (gw_lua.c, gw_lua_pdk.c). */
+    gw_worker_t *w;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;                      /* the client, kept for the log phase */
+    struct lua_State *lua_co;    /* the running or waiting coroutine */
+    int lua_co_ref, lua_ctx_ref; /* registry references; 0 = none */
+    int lua_phase;
+    bool lua_waiting;
+    bool detached; /* log phase: the connection went on without it */
+    ev_timer lua_timer;
+    gw_buf_t *lua_arena; /* bytes of header changes and of the exit */
+    gw_hdr_op_t *hdr_ops;
+    size_t nhdr_ops;
+    int exit_status; /* moongate.response.exit */
+    char *exit_body;
+    size_t exit_body_len;
+    gw_str_t up_path;  /* moongate.upstream.set_path, in the arena */
+    gw_buf_t *held_in; /* the request head, kept for the log phase */
 };
 
 typedef enum {
@@ -169,7 +204,8 @@ struct gw_worker_s {
     struct ev_loop *loop;
     gw_config_t *cfg;
     gw_router_t *router;
-    int *route_slots; /* metrics slot of each route, by route index */
+    struct gw_lua_s *lua; /* NULL when no route has plugins */
+    int *route_slots;     /* metrics slot of each route, by route index */
     gw_upstream_t *upstreams;
     size_t nupstreams;
     int index;
@@ -182,6 +218,7 @@ struct gw_worker_s {
     gw_req_t *free_reqs;
     gw_conn_t *conns; /* every open client connection */
     size_t nconns;
+    size_t nlogging; /* requests whose log phase still runs */
 
     ev_signal sig_term, sig_quit, sig_int;
     ev_timer flush_timer;
@@ -227,6 +264,13 @@ int gw_conn_flush_response(gw_conn_t *c);
 void gw_conn_request_done(gw_conn_t *c);
 /* Read more request body from the client (the upstream drained it). */
 void gw_conn_want_body(gw_conn_t *c);
+/* The access phase of r ended: GW_OK goes on to the upstream, GW_DONE
+ * means the request was answered. */
+void gw_conn_access_done(gw_req_t *r, int rc);
+/* Answer r with what moongate.response.exit recorded. */
+void gw_conn_exit(gw_req_t *r);
+/* The log phase of a detached request ended: free it. */
+void gw_conn_log_done(gw_req_t *r);
 
 /* ---- gw_proxy.c (upstream side of a request) ---- */
 
@@ -239,6 +283,8 @@ void gw_proxy_send_body(gw_req_t *r);
 int gw_proxy_resume_response(gw_req_t *r);
 /* Abort the upstream side (client went away or errored); frees nothing else. */
 void gw_proxy_abort(gw_req_t *r);
+/* The header_filter phase ended (GW_OK) or answered the request (GW_DONE). */
+void gw_proxy_header_filter_done(gw_req_t *r, int rc);
 
 /* ---- gw_upstream.c (targets and keep-alive pools) ---- */
 

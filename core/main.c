@@ -8,6 +8,7 @@
  */
 #include "gw_config.h"
 #include "gw_log.h"
+#include "gw_lua.h"
 #include "gw_master.h"
 #include "gw_router.h"
 
@@ -36,6 +37,10 @@ static gw_config_t *gw_load(const char *file)
 {
     gw_config_errors_t errs = {0};
     gw_config_t *cfg = gw_config_load(file, &errs);
+    if (cfg && gw_lua_check_config(cfg, &errs) != GW_OK) {
+        gw_config_free(cfg);
+        cfg = NULL;
+    }
     if (!cfg) {
         char line[2048];
         for (size_t i = 0; i < errs.count; i++) {

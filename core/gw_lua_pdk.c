@@ -1,0 +1,301 @@
+/*
+ * The C side of the PDK: small functions the Lua PDK (lua/moongate/)
+ * calls through the LuaJIT FFI. They act on the request whose coroutine is
+ * running (gw_lua_current), never yield, and report with GW_OK, GW_AGAIN
+ * (the Lua wrapper yields until gw_lua_wakeup resumes it), GW_DECLINED or
+ * GW_ERROR with a message in the caller's buffer.
+ */
+#include "gw_http.h"
+#include "gw_log.h"
+#include "gw_lua.h"
+#include "gw_net.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define GW_PDK __attribute__((visibility("default"), used))
+
+/* Referenced by gw_lua.c so that the linker keeps this file, whose
+ * functions only Lua calls. */
+void gw_lua_pdk_link(void)
+{
+}
+
+static int gw_pdk_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int gw_pdk_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return GW_ERROR;
+}
+
+static const char *const gw_pdk_phase_names[] = {"", "access", "header_filter", "", "", "", "",
+                                                 "", "log"};
+
+GW_PDK int gw_pdk_phase(void)
+{
+    return gw_lua_current ? gw_lua_current->lua_phase : 0;
+}
+
+GW_PDK const char *gw_pdk_phase_name(void)
+{
+    int p = gw_pdk_phase();
+    return p > 0 && p < (int)GW_ARRAY_LEN(gw_pdk_phase_names) ? gw_pdk_phase_names[p] : "init";
+}
+
+/* ---- the client request ---- */
+
+GW_PDK const char *gw_pdk_request_id(void)
+{
+    return gw_lua_current ? gw_lua_current->request_id : NULL;
+}
+
+GW_PDK const char *gw_pdk_route_name(void)
+{
+    return gw_lua_current && gw_lua_current->match.route ? gw_lua_current->match.route->name : NULL;
+}
+
+static const char *gw_pdk_str(gw_str_t s, size_t *len)
+{
+    *len = s.len;
+    return s.p;
+}
+
+GW_PDK const char *gw_pdk_req_method(size_t *len)
+{
+    return gw_pdk_str(gw_lua_current->method, len);
+}
+
+GW_PDK const char *gw_pdk_req_path(size_t *len)
+{
+    return gw_pdk_str((gw_str_t){gw_lua_current->path, gw_lua_current->path_len}, len);
+}
+
+GW_PDK const char *gw_pdk_req_target(size_t *len)
+{
+    return gw_pdk_str(gw_lua_current->url, len);
+}
+
+GW_PDK const char *gw_pdk_req_query(size_t *len)
+{
+    if (!gw_lua_current->has_query) {
+        *len = 0;
+        return NULL;
+    }
+    return gw_pdk_str(gw_lua_current->query, len);
+}
+
+GW_PDK const char *gw_pdk_req_host(size_t *len)
+{
+    return gw_pdk_str(gw_lua_current->host, len);
+}
+
+GW_PDK int gw_pdk_req_http_version(void)
+{
+    return gw_lua_current->parser.http_major * 10 + gw_lua_current->parser.http_minor;
+}
+
+GW_PDK int gw_pdk_req_client_ip(char *buf, size_t size)
+{
+    return (int)gw_net_ntop((const struct sockaddr_storage *)&gw_lua_current->peer, buf, size);
+}
+
+/* When the request started, in seconds since the epoch. */
+GW_PDK double gw_pdk_req_start_time(void)
+{
+    gw_req_t *r = gw_lua_current;
+    return gw_wall_now() - (ev_now(r->w->loop) - r->t_start);
+}
+
+GW_PDK int gw_pdk_req_header_count(void)
+{
+    return (int)gw_lua_current->nheaders;
+}
+
+/* Header i (0-based) of the client request. */
+GW_PDK int gw_pdk_req_header(int i, gw_str_t *name, gw_str_t *value)
+{
+    gw_req_t *r = gw_lua_current;
+    if (i < 0 || (size_t)i >= r->nheaders)
+        return GW_DECLINED;
+    *name = r->headers[i].name;
+    *value = r->headers[i].value;
+    return GW_OK;
+}
+
+/* ---- header changes ---- */
+
+/* Copy len bytes into the request's arena; NULL when it is full. */
+static const char *gw_pdk_keep(gw_req_t *r, const char *s, size_t len)
+{
+    if (!r->lua_arena)
+        r->lua_arena = gw_buf_get(&r->w->bufs);
+    gw_buf_t *a = r->lua_arena;
+    if (gw_buf_room(a) < len)
+        return NULL;
+    char *p = a->data + a->end;
+    memcpy(p, s, len);
+    a->end += len;
+    return p;
+}
+
+static const char *const gw_pdk_side_phase[] = {"rewrite or access", "header_filter",
+                                                "rewrite or access"};
+
+/*
+ * Record a header change: side GW_SIDE_UPSTREAM (the request sent
+ * upstream; rewrite and access), GW_SIDE_RESPONSE (the response; header
+ * filter) or GW_SIDE_EXIT (headers of moongate.response.exit), op
+ * GW_HDR_SET, GW_HDR_ADD or GW_HDR_CLEAR.
+ */
+GW_PDK int gw_pdk_header_op(int side, int op, const char *name, size_t nlen, const char *value,
+                            size_t vlen, char *err, size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    int want = side == GW_SIDE_RESPONSE ? GW_LUA_HEADER_FILTER : GW_LUA_ACCESS;
+    if (side < 0 || side > GW_SIDE_EXIT || op < 0 || op > GW_HDR_CLEAR)
+        return gw_pdk_fail(err, errlen, "bad header operation");
+    if (r->lua_phase != want)
+        return gw_pdk_fail(err, errlen, "not allowed in %s: only in %s", gw_pdk_phase_name(),
+                           gw_pdk_side_phase[side]);
+    gw_str_t n = {name, nlen}, v = {value, vlen};
+    if (!gw_http_is_token(n))
+        return gw_pdk_fail(err, errlen, "invalid header name");
+    if (op != GW_HDR_CLEAR && !gw_http_valid_value(v))
+        return gw_pdk_fail(err, errlen, "invalid header value for %.*s", (int)nlen, name);
+    if (gw_str_caseeq_lit(n, "content-length") || gw_str_caseeq_lit(n, "transfer-encoding") ||
+        gw_http_is_hop_by_hop(n))
+        return gw_pdk_fail(err, errlen, "%.*s is managed by the gateway", (int)nlen, name);
+    if (!r->hdr_ops)
+        r->hdr_ops = gw_xmalloc(GW_MAX_HDR_OPS * sizeof(gw_hdr_op_t));
+    if (r->nhdr_ops == GW_MAX_HDR_OPS)
+        return gw_pdk_fail(err, errlen, "too many header changes");
+    const char *kn = gw_pdk_keep(r, name, nlen);
+    const char *kv = op == GW_HDR_CLEAR ? "" : gw_pdk_keep(r, value, vlen);
+    if (!kn || !kv)
+        return gw_pdk_fail(err, errlen, "header changes too large");
+    gw_hdr_op_t *o = &r->hdr_ops[r->nhdr_ops++];
+    o->name = (gw_str_t){kn, nlen};
+    o->value = (gw_str_t){kv, op == GW_HDR_CLEAR ? 0 : vlen};
+    o->op = (uint8_t)op;
+    o->side = (uint8_t)side;
+    return GW_OK;
+}
+
+GW_PDK int gw_pdk_upstream_set_path(const char *path, size_t len, char *err, size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    if (r->lua_phase != GW_LUA_ACCESS)
+        return gw_pdk_fail(err, errlen, "not allowed in %s: only in rewrite or access",
+                           gw_pdk_phase_name());
+    if (len == 0 || path[0] != '/')
+        return gw_pdk_fail(err, errlen, "the path must start with /");
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)path[i];
+        if (ch <= 0x20 || ch == 0x7f || ch == '?' || ch == '#')
+            return gw_pdk_fail(err, errlen, "invalid character in path (byte %zu)", i);
+    }
+    const char *kept = gw_pdk_keep(r, path, len);
+    if (!kept)
+        return gw_pdk_fail(err, errlen, "path too long");
+    r->up_path = (gw_str_t){kept, len};
+    return GW_OK;
+}
+
+/* ---- the response ---- */
+
+/* Record the answer moongate.response.exit gives (access phase only). */
+GW_PDK int gw_pdk_exit(int status, const char *body, size_t len, char *err, size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    if (r->lua_phase != GW_LUA_ACCESS)
+        return gw_pdk_fail(err, errlen, "not allowed in %s: only in rewrite or access",
+                           gw_pdk_phase_name());
+    if (status < 100 || status > 599)
+        return gw_pdk_fail(err, errlen, "invalid status %d", status);
+    free(r->exit_body);
+    r->exit_body = NULL;
+    r->exit_body_len = 0;
+    if (len) {
+        r->exit_body = gw_xmalloc(len);
+        memcpy(r->exit_body, body, len);
+        r->exit_body_len = len;
+    }
+    r->exit_status = status;
+    return GW_OK;
+}
+
+GW_PDK int gw_pdk_resp_status(void)
+{
+    return gw_lua_current->status;
+}
+
+GW_PDK int gw_pdk_resp_set_status(int status, char *err, size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    if (r->lua_phase != GW_LUA_HEADER_FILTER)
+        return gw_pdk_fail(err, errlen, "not allowed in %s: only in header_filter",
+                           gw_pdk_phase_name());
+    if (status < 200 || status > 599)
+        return gw_pdk_fail(err, errlen, "invalid status %d", status);
+    r->status = status;
+    return GW_OK;
+}
+
+GW_PDK int gw_pdk_resp_header_count(void)
+{
+    gw_req_t *r = gw_lua_current;
+    return r->rhead_done || r->lua_phase == GW_LUA_HEADER_FILTER ? (int)r->nrheaders : 0;
+}
+
+/* Header i (0-based) of the upstream's response, as the upstream sent it. */
+GW_PDK int gw_pdk_resp_header(int i, gw_str_t *name, gw_str_t *value)
+{
+    gw_req_t *r = gw_lua_current;
+    if (i < 0 || i >= gw_pdk_resp_header_count())
+        return GW_DECLINED;
+    *name = r->rheaders[i].name;
+    *value = r->rheaders[i].value;
+    return GW_OK;
+}
+
+/* ---- waiting ---- */
+
+static void gw_pdk_sleep_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    gw_lua_wakeup(t->data, 0);
+}
+
+/* Start a wait of `seconds`; the Lua wrapper yields on GW_AGAIN. */
+GW_PDK int gw_pdk_sleep(double seconds, char *err, size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    if (!r || !r->lua_co)
+        return gw_pdk_fail(err, errlen, "moongate.sleep needs a request phase");
+    if (!(seconds >= 0))
+        return gw_pdk_fail(err, errlen, "invalid time");
+    ev_timer_init(&r->lua_timer, gw_pdk_sleep_cb, seconds, 0.);
+    r->lua_timer.data = r;
+    ev_timer_start(r->w->loop, &r->lua_timer);
+    r->lua_waiting = true;
+    return GW_AGAIN;
+}
+
+/* ---- logging ---- */
+
+GW_PDK void gw_pdk_log(int level, const char *msg, size_t len)
+{
+    if (level < GW_LOG_ERROR || level > GW_LOG_DEBUG || level > (int)gw_log_level)
+        return;
+    gw_req_t *r = gw_lua_current;
+    if (r && r->match.route)
+        gw_log_write((gw_log_level_t)level, "[lua] route %s: %.*s (request %s)",
+                     r->match.route->name, (int)len, msg, r->request_id);
+    else
+        gw_log_write((gw_log_level_t)level, "[lua] %.*s", (int)len, msg);
+}

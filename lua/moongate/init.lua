@@ -1,0 +1,399 @@
+-- The PDK: what plugins use to read and change a request, through
+-- `local moongate = require "moongate"`. Functions that act on a request
+-- work only inside a request's phases and raise an error naming the phase
+-- otherwise; docs/pdk.md says which phases each one works in. Calls that
+-- wait (moongate.sleep) yield the request's coroutine to the event loop.
+
+local ffi = require "ffi"
+local cjson = require "cjson.safe"
+
+local C = ffi.C
+
+ffi.cdef [[
+typedef struct { const char *p; size_t len; } gw_str_t;
+int gw_pdk_phase(void);
+const char *gw_pdk_phase_name(void);
+const char *gw_pdk_request_id(void);
+const char *gw_pdk_route_name(void);
+const char *gw_pdk_req_method(size_t *len);
+const char *gw_pdk_req_path(size_t *len);
+const char *gw_pdk_req_target(size_t *len);
+const char *gw_pdk_req_query(size_t *len);
+const char *gw_pdk_req_host(size_t *len);
+int gw_pdk_req_http_version(void);
+int gw_pdk_req_client_ip(char *buf, size_t size);
+double gw_pdk_req_start_time(void);
+int gw_pdk_req_header_count(void);
+int gw_pdk_req_header(int i, gw_str_t *name, gw_str_t *value);
+int gw_pdk_header_op(int side, int op, const char *name, size_t nlen, const char *value,
+                     size_t vlen, char *err, size_t errlen);
+int gw_pdk_upstream_set_path(const char *path, size_t len, char *err, size_t errlen);
+int gw_pdk_exit(int status, const char *body, size_t len, char *err, size_t errlen);
+int gw_pdk_resp_status(void);
+int gw_pdk_resp_set_status(int status, char *err, size_t errlen);
+int gw_pdk_resp_header_count(void);
+int gw_pdk_resp_header(int i, gw_str_t *name, gw_str_t *value);
+int gw_pdk_sleep(double seconds, char *err, size_t errlen);
+void gw_pdk_log(int level, const char *msg, size_t len);
+]]
+
+local GW_OK, GW_AGAIN = 0, -2
+local SIDE_UPSTREAM, SIDE_RESPONSE, SIDE_EXIT = 0, 1, 2
+local HDR_SET, HDR_ADD, HDR_CLEAR = 0, 1, 2
+
+local errbuf = ffi.new("char[256]")
+local lenp = ffi.new("size_t[1]")
+local name_s = ffi.new("gw_str_t[1]")
+local value_s = ffi.new("gw_str_t[1]")
+local ipbuf = ffi.new("char[64]")
+
+local M = {
+    request = {},
+    upstream = {},
+    response = {},
+    log = {},
+    json = cjson,
+}
+
+-- Raised by moongate.response.exit to end the phase; the runtime catches it.
+M._exit_sentinel = setmetatable({}, {
+    __tostring = function()
+        return "moongate.response.exit"
+    end,
+})
+
+-- The ctx table of the request whose coroutine is running.
+local ctx_of = setmetatable({}, { __mode = "k" })
+
+function M._set_ctx(ctx)
+    ctx_of[coroutine.running()] = ctx
+end
+
+setmetatable(M, {
+    __index = function(_, key)
+        if key == "ctx" then
+            local co = coroutine.running()
+            return co and ctx_of[co] or nil
+        end
+        return nil
+    end,
+})
+
+-- Raise unless a request phase is running.
+local function need_request(fname)
+    if C.gw_pdk_phase() == 0 then
+        error(fname .. ": not available outside a request phase", 3)
+    end
+end
+
+local function check_string(fname, what, v, level)
+    if type(v) ~= "string" then
+        error(("%s: %s must be a string, got %s"):format(fname, what, type(v)), level or 3)
+    end
+end
+
+local function cstring(fn, fname)
+    need_request(fname)
+    local p = fn(lenp)
+    if p == nil then
+        return nil
+    end
+    return ffi.string(p, lenp[0])
+end
+
+-- ---- moongate.request: the client's request, as received ----
+
+local request = M.request
+
+function request.get_method()
+    return cstring(C.gw_pdk_req_method, "moongate.request.get_method")
+end
+
+--- The path, normalised (percent-decoded, dot segments resolved), as routed.
+function request.get_path()
+    return cstring(C.gw_pdk_req_path, "moongate.request.get_path")
+end
+
+--- The request target as received: raw path and query.
+function request.get_raw_target()
+    return cstring(C.gw_pdk_req_target, "moongate.request.get_raw_target")
+end
+
+--- The raw query string without "?", or nil when there is none.
+function request.get_raw_query()
+    return cstring(C.gw_pdk_req_query, "moongate.request.get_raw_query")
+end
+
+local function unescape(s)
+    s = s:gsub("+", " ")
+    return (s:gsub("%%(%x%x)", function(h)
+        return string.char(tonumber(h, 16))
+    end))
+end
+
+--- The query arguments: name -> value, or a list of values when repeated;
+-- an argument without "=" is true.
+function request.get_query()
+    local raw = request.get_raw_query()
+    local args = {}
+    if not raw then
+        return args
+    end
+    for pair in raw:gmatch("[^&]+") do
+        local k, v = pair:match("^([^=]*)=(.*)$")
+        local key, value
+        if k then
+            key, value = unescape(k), unescape(v)
+        else
+            key, value = unescape(pair), true
+        end
+        local old = args[key]
+        if old == nil then
+            args[key] = value
+        elseif type(old) == "table" then
+            old[#old + 1] = value
+        else
+            args[key] = { old, value }
+        end
+    end
+    return args
+end
+
+--- The host the client asked for (Host header or absolute URI), without port.
+function request.get_host()
+    return cstring(C.gw_pdk_req_host, "moongate.request.get_host")
+end
+
+function request.get_scheme()
+    need_request("moongate.request.get_scheme")
+    return "http"
+end
+
+--- 1.0 or 1.1.
+function request.get_http_version()
+    need_request("moongate.request.get_http_version")
+    return C.gw_pdk_req_http_version() / 10
+end
+
+function request.get_client_ip()
+    need_request("moongate.request.get_client_ip")
+    local n = C.gw_pdk_req_client_ip(ipbuf, 64)
+    return ffi.string(ipbuf, n)
+end
+
+--- When the request started, in seconds since the epoch (with fractions).
+function request.get_start_time()
+    need_request("moongate.request.get_start_time")
+    return C.gw_pdk_req_start_time()
+end
+
+function request.get_id()
+    need_request("moongate.request.get_id")
+    return ffi.string(C.gw_pdk_request_id())
+end
+
+local function header_at(getter, i)
+    if getter(i, name_s, value_s) ~= GW_OK then
+        return nil
+    end
+    return ffi.string(name_s[0].p, name_s[0].len), ffi.string(value_s[0].p, value_s[0].len)
+end
+
+-- All headers of one side as { lower-case name = value or list of values }.
+local function all_headers(count, getter)
+    local out = {}
+    for i = 0, count - 1 do
+        local name, value = header_at(getter, i)
+        name = name:lower()
+        local old = out[name]
+        if old == nil then
+            out[name] = value
+        elseif type(old) == "table" then
+            old[#old + 1] = value
+        else
+            out[name] = { old, value }
+        end
+    end
+    return out
+end
+
+-- The first value of header `name` (any case) of one side, or nil.
+local function first_header(count, getter, name)
+    local want = name:lower()
+    for i = 0, count - 1 do
+        local n, v = header_at(getter, i)
+        if n:lower() == want then
+            return v
+        end
+    end
+    return nil
+end
+
+--- The first value of a request header (the name in any case), or nil.
+function request.get_header(name)
+    need_request("moongate.request.get_header")
+    check_string("moongate.request.get_header", "name", name)
+    return first_header(C.gw_pdk_req_header_count(), C.gw_pdk_req_header, name)
+end
+
+--- Every request header: lower-case name -> value, or a list when repeated.
+function request.get_headers()
+    need_request("moongate.request.get_headers")
+    return all_headers(C.gw_pdk_req_header_count(), C.gw_pdk_req_header)
+end
+
+-- ---- moongate.upstream: the request sent to the upstream ----
+
+local function header_op(fname, side, op, name, value)
+    need_request(fname)
+    check_string(fname, "name", name, 4)
+    if op ~= HDR_CLEAR then
+        if type(value) == "number" then
+            value = tostring(value)
+        end
+        check_string(fname, "value", value, 4)
+    else
+        value = ""
+    end
+    local rc = C.gw_pdk_header_op(side, op, name, #name, value, #value, errbuf, 256)
+    if rc ~= GW_OK then
+        error(fname .. ": " .. ffi.string(errbuf), 3)
+    end
+end
+
+local upstream = M.upstream
+
+--- Replace (or add) a header of the request sent upstream.
+function upstream.set_header(name, value)
+    header_op("moongate.upstream.set_header", SIDE_UPSTREAM, HDR_SET, name, value)
+end
+
+--- Add a header to the request sent upstream, keeping existing ones.
+function upstream.add_header(name, value)
+    header_op("moongate.upstream.add_header", SIDE_UPSTREAM, HDR_ADD, name, value)
+end
+
+--- Remove a header from the request sent upstream.
+function upstream.clear_header(name)
+    header_op("moongate.upstream.clear_header", SIDE_UPSTREAM, HDR_CLEAR, name)
+end
+
+--- Send the request upstream with this path (the query is kept).
+function upstream.set_path(path)
+    need_request("moongate.upstream.set_path")
+    check_string("moongate.upstream.set_path", "path", path)
+    local rc = C.gw_pdk_upstream_set_path(path, #path, errbuf, 256)
+    if rc ~= GW_OK then
+        error("moongate.upstream.set_path: " .. ffi.string(errbuf), 2)
+    end
+end
+
+-- ---- moongate.response ----
+
+local response = M.response
+
+--- End the request now with this answer; only in rewrite and access. body
+-- may be a string, or a table sent as JSON (with Content-Type set).
+function response.exit(status, body, headers)
+    need_request("moongate.response.exit")
+    if type(status) ~= "number" then
+        error("moongate.response.exit: status must be a number", 2)
+    end
+    local content_type
+    if type(body) == "table" then
+        local encoded, err = cjson.encode(body)
+        if not encoded then
+            error("moongate.response.exit: cannot encode body: " .. err, 2)
+        end
+        body, content_type = encoded, "application/json"
+    elseif body ~= nil and type(body) ~= "string" then
+        error("moongate.response.exit: body must be a string or a table", 2)
+    end
+    body = body or ""
+    local rc = C.gw_pdk_exit(status, body, #body, errbuf, 256)
+    if rc ~= GW_OK then
+        error("moongate.response.exit: " .. ffi.string(errbuf), 2)
+    end
+    local has_type = false
+    for name, value in pairs(headers or {}) do
+        has_type = has_type or name:lower() == "content-type"
+        header_op("moongate.response.exit", SIDE_EXIT, HDR_SET, name, value)
+    end
+    if content_type and not has_type then
+        header_op("moongate.response.exit", SIDE_EXIT, HDR_SET, "Content-Type", content_type)
+    end
+    error(M._exit_sentinel, 0)
+end
+
+--- The status of the response (the upstream's, in header_filter and log).
+function response.get_status()
+    need_request("moongate.response.get_status")
+    return C.gw_pdk_resp_status()
+end
+
+function response.set_status(status)
+    need_request("moongate.response.set_status")
+    local rc = C.gw_pdk_resp_set_status(status, errbuf, 256)
+    if rc ~= GW_OK then
+        error("moongate.response.set_status: " .. ffi.string(errbuf), 2)
+    end
+end
+
+--- The first value of a header of the upstream's response, or nil.
+function response.get_header(name)
+    need_request("moongate.response.get_header")
+    check_string("moongate.response.get_header", "name", name)
+    return first_header(C.gw_pdk_resp_header_count(), C.gw_pdk_resp_header, name)
+end
+
+--- Every header of the upstream's response (lower-case names).
+function response.get_headers()
+    need_request("moongate.response.get_headers")
+    return all_headers(C.gw_pdk_resp_header_count(), C.gw_pdk_resp_header)
+end
+
+function response.set_header(name, value)
+    header_op("moongate.response.set_header", SIDE_RESPONSE, HDR_SET, name, value)
+end
+
+function response.add_header(name, value)
+    header_op("moongate.response.add_header", SIDE_RESPONSE, HDR_ADD, name, value)
+end
+
+function response.clear_header(name)
+    header_op("moongate.response.clear_header", SIDE_RESPONSE, HDR_CLEAR, name)
+end
+
+-- ---- moongate.sleep ----
+
+--- Wait `seconds` without blocking the worker: the request's coroutine
+-- yields to the event loop and resumes when the time has passed.
+function M.sleep(seconds)
+    if type(seconds) ~= "number" then
+        error("moongate.sleep: seconds must be a number", 2)
+    end
+    local rc = C.gw_pdk_sleep(seconds, errbuf, 256)
+    if rc == GW_AGAIN then
+        coroutine.yield()
+        return true
+    end
+    error("moongate.sleep: " .. ffi.string(errbuf), 2)
+end
+
+-- ---- moongate.log ----
+
+local LEVELS = { err = 0, warn = 1, info = 2, debug = 3 }
+
+for fname, level in pairs(LEVELS) do
+    M.log[fname] = function(...)
+        local n = select("#", ...)
+        local parts = {}
+        for i = 1, n do
+            parts[i] = tostring((select(i, ...)))
+        end
+        local msg = table.concat(parts)
+        C.gw_pdk_log(level, msg, #msg)
+    end
+end
+
+return M
