@@ -67,6 +67,7 @@ typedef struct {
     ev_timer respawn_timer;
     bool respawn[GW_MAX_WORKERS]; /* worker indexes waiting to be started */
     bool stopping;
+    bool pid_written;
 } gw_master_t;
 
 static gw_listen_slot_t *gw_slot_find(gw_master_t *m, const gw_addr_conf_t *a)
@@ -414,6 +415,57 @@ static void gw_master_watch(gw_master_t *m)
     m->respawn_timer.data = m;
 }
 
+/* Open what the master serves with: metrics, listeners, status, pid
+ * file. GW_OK, or GW_ERROR with the reason logged. */
+static int gw_master_open(gw_master_t *m)
+{
+    gw_config_t *cfg = m->cfg;
+    if (gw_metrics_init(GW_METRICS_AREAS) != GW_OK) {
+        gw_log_error("cannot create shared memory for metrics");
+        return GW_ERROR;
+    }
+    gw_metrics_register(cfg);
+    if (gw_master_listen(m, cfg) != GW_OK)
+        return GW_ERROR;
+    if (cfg->status_enabled) {
+        char err[256];
+        m->status_fd = gw_net_listen(&cfg->status_listen, 128, false, err, sizeof err);
+        if (m->status_fd < 0) {
+            gw_log_error("status listener: %s", err);
+            return GW_ERROR;
+        }
+        m->status = gw_status_start(m->loop, m->status_fd, gw_master_ready, m);
+    }
+    if (cfg->pid_file && gw_write_pid_file(cfg->pid_file) != GW_OK) {
+        gw_log_error("cannot write pid file %s: %s", cfg->pid_file, strerror(errno));
+        return GW_ERROR;
+    }
+    m->pid_written = cfg->pid_file != NULL;
+    return GW_OK;
+}
+
+/* Release everything the master holds. */
+static void gw_master_close(gw_master_t *m)
+{
+    if (m->pid_written)
+        unlink(m->cfg->pid_file);
+    if (m->status)
+        gw_status_stop(m->status);
+    if (m->status_fd >= 0)
+        close(m->status_fd);
+    for (size_t i = 0; i < m->nslots; i++) {
+        gw_slot_close(&m->slots[i], 0);
+        free(m->slots[i].addr.host);
+    }
+    free(m->slots);
+    for (size_t i = 0; i < m->nold; i++)
+        gw_config_free(m->old[i]);
+    free(m->old);
+    gw_config_free(m->cfg);
+    free(m->config_path);
+    gw_metrics_free();
+}
+
 int gw_master_run(const char *config_path, gw_config_t *cfg)
 {
     gw_master_t m;
@@ -425,24 +477,8 @@ int gw_master_run(const char *config_path, gw_config_t *cfg)
     signal(SIGPIPE, SIG_IGN);
     if (cfg->workers > GW_MAX_WORKERS)
         cfg->workers = GW_MAX_WORKERS;
-    if (gw_metrics_init(GW_METRICS_AREAS) != GW_OK) {
-        gw_log_error("cannot create shared memory for metrics");
-        return 1;
-    }
-    gw_metrics_register(cfg);
-    if (gw_master_listen(&m, cfg) != GW_OK)
-        return 1;
-    if (cfg->status_enabled) {
-        char err[256];
-        m.status_fd = gw_net_listen(&cfg->status_listen, 128, false, err, sizeof err);
-        if (m.status_fd < 0) {
-            gw_log_error("status listener: %s", err);
-            return 1;
-        }
-        m.status = gw_status_start(m.loop, m.status_fd, gw_master_ready, &m);
-    }
-    if (cfg->pid_file && gw_write_pid_file(cfg->pid_file) != GW_OK) {
-        gw_log_error("cannot write pid file %s: %s", cfg->pid_file, strerror(errno));
+    if (gw_master_open(&m) != GW_OK) {
+        gw_master_close(&m);
         return 1;
     }
     gw_master_watch(&m);
@@ -450,24 +486,7 @@ int gw_master_run(const char *config_path, gw_config_t *cfg)
                 cfg->workers);
     gw_master_spawn_all(&m);
     ev_run(m.loop, 0);
-
     gw_log_info("moongate stopped");
-    if (m.cfg->pid_file)
-        unlink(m.cfg->pid_file);
-    if (m.status)
-        gw_status_stop(m.status);
-    if (m.status_fd >= 0)
-        close(m.status_fd);
-    for (size_t i = 0; i < m.nslots; i++) {
-        gw_slot_close(&m.slots[i], 0);
-        free(m.slots[i].addr.host);
-    }
-    free(m.slots);
-    for (size_t i = 0; i < m.nold; i++)
-        gw_config_free(m.old[i]);
-    free(m.old);
-    gw_config_free(m.cfg);
-    free(m.config_path);
-    gw_metrics_free();
+    gw_master_close(&m);
     return 0;
 }
