@@ -819,6 +819,33 @@ static void gw_cdecode_strings(gw_cnode_ctx_t *c, const gw_cnode_t *parent, cons
     gw_cnode_path_pop(c, m);
 }
 
+/* `shared_dicts`: a map from dictionary name to its size (at least 64k). */
+static void gw_cdecode_shared_dicts(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_config_t *cfg)
+{
+    const gw_cnode_t *v = gw_cnode_field(root, "shared_dicts");
+    if (!v)
+        return;
+    size_t m = gw_cnode_path_key(c, "shared_dicts");
+    if (gw_cnode_check_map(c, v, NULL, "dictionary")) {
+        cfg->shared_dicts = gw_xcalloc(v->npairs, sizeof(*cfg->shared_dicts));
+        for (size_t i = 0; i < v->npairs; i++) {
+            const gw_cnode_pair_t *p = &v->pairs[i];
+            if (p->key->kind != GW_CNODE_SCALAR)
+                continue;
+            size_t mk = gw_cnode_path_key(c, p->key->str);
+            int64_t size = 0;
+            if (gw_cnode_size(c, p->value, 65536, &size)) {
+                cfg->shared_dicts[cfg->nshared_dicts].name = gw_xstrdup(p->key->str);
+                cfg->shared_dicts[cfg->nshared_dicts].size = size;
+                cfg->shared_dicts[cfg->nshared_dicts].line = p->key->line;
+                cfg->nshared_dicts++;
+            }
+            gw_cnode_path_pop(c, mk);
+        }
+    }
+    gw_cnode_path_pop(c, m);
+}
+
 /* One route; r->index and r->line are already set. */
 static void gw_cdecode_route(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_route_conf_t *r,
                              const gw_config_t *cfg)
@@ -911,10 +938,10 @@ static void gw_config_defaults(gw_config_t *cfg)
 /* Decode the whole document (NULL for an empty one) into cfg. */
 static void gw_cdecode(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_config_t *cfg)
 {
-    static const char *const fields[] = {"listen",    "workers",      "status",    "admin",
-                                         "redis",     "limits",       "timeouts",  "access_log",
-                                         "error_log", "pid_file",     "upstreams", "routes",
-                                         "plugins",   "plugin_paths", NULL};
+    static const char *const fields[] = {"listen",    "workers",      "status",       "admin",
+                                         "redis",     "limits",       "timeouts",     "access_log",
+                                         "error_log", "pid_file",     "upstreams",    "routes",
+                                         "plugins",   "plugin_paths", "shared_dicts", NULL};
     bool pid_enabled = true;
     gw_config_defaults(cfg);
     if (root && root->kind != GW_CNODE_NULL && gw_cnode_check_map(c, root, fields, "field")) {
@@ -932,6 +959,7 @@ static void gw_cdecode(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_config_t *c
         gw_cdecode_routes(c, root, cfg);
         cfg->plugins = gw_cdecode_plugins(c, root);
         gw_cdecode_strings(c, root, "plugin_paths", &cfg->plugin_paths, &cfg->nplugin_paths);
+        gw_cdecode_shared_dicts(c, root, cfg);
     } else {
         gw_cdecode_workers(c, NULL, cfg);
     }
@@ -1080,6 +1108,9 @@ void gw_config_free(gw_config_t *cfg)
     free(cfg->access_log.path);
     free(cfg->error_log.path);
     free(cfg->pid_file);
+    for (size_t i = 0; i < cfg->nshared_dicts; i++)
+        free(cfg->shared_dicts[i].name);
+    free(cfg->shared_dicts);
     for (size_t i = 0; i < cfg->nplugin_paths; i++)
         free(cfg->plugin_paths[i]);
     free(cfg->plugin_paths);

@@ -162,6 +162,13 @@ typedef struct {
 
     char *pid_file; /* default "logs/moongate.pid" relative to cwd; NULL when pid_file: off */
 
+    struct {
+        char *name;
+        int64_t size; /* bytes of entries */
+        int line;
+    } * shared_dicts; /* `shared_dicts`: name -> size, shared by all workers */
+    size_t nshared_dicts;
+
     const struct gw_cnode_s *plugins; /* global `plugins`, for every route */
     char **plugin_paths;              /* directories searched for plugins */
     size_t nplugin_paths;

@@ -13,6 +13,7 @@
 #include "gw_lua.h"
 #include "gw_metrics.h"
 #include "gw_net.h"
+#include "gw_shdict.h"
 #include "gw_status.h"
 #include "gw_worker.h"
 
@@ -69,6 +70,8 @@ typedef struct {
     bool stopping;
     bool pid_written;
 } gw_master_t;
+
+static int gw_master_shared_dicts(const gw_config_t *cfg);
 
 static gw_listen_slot_t *gw_slot_find(gw_master_t *m, const gw_addr_conf_t *a)
 {
@@ -283,8 +286,8 @@ static void gw_master_reload(gw_master_t *m)
         return;
     }
     gw_router_free(probe);
-    if (gw_master_listen(m, cfg) != GW_OK) {
-        gw_log_error("reload refused: cannot listen on the new addresses");
+    if (gw_master_shared_dicts(cfg) != GW_OK || gw_master_listen(m, cfg) != GW_OK) {
+        gw_log_error("reload refused: cannot open what the new config needs");
         gw_config_free(cfg);
         gw_master_listen(m, m->cfg);
         return;
@@ -415,6 +418,27 @@ static void gw_master_watch(gw_master_t *m)
     m->respawn_timer.data = m;
 }
 
+/*
+ * Create the shared dictionaries of cfg that do not exist yet, before any
+ * worker of cfg is forked. A dictionary keeps its contents (and its size)
+ * across reloads. GW_OK, or GW_ERROR with the reason logged.
+ */
+static int gw_master_shared_dicts(const gw_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->nshared_dicts; i++) {
+        const char *name = cfg->shared_dicts[i].name;
+        if (gw_shdict_find(name))
+            continue;
+        gw_shdict_t *d = gw_shdict_create(name, (size_t)cfg->shared_dicts[i].size);
+        if (!d || gw_shdict_register(d) != GW_OK) {
+            gw_log_error("cannot create shared dictionary %s", name);
+            gw_shdict_destroy(d);
+            return GW_ERROR;
+        }
+    }
+    return GW_OK;
+}
+
 /* Open what the master serves with: metrics, listeners, status, pid
  * file. GW_OK, or GW_ERROR with the reason logged. */
 static int gw_master_open(gw_master_t *m)
@@ -425,7 +449,7 @@ static int gw_master_open(gw_master_t *m)
         return GW_ERROR;
     }
     gw_metrics_register(cfg);
-    if (gw_master_listen(m, cfg) != GW_OK)
+    if (gw_master_shared_dicts(cfg) != GW_OK || gw_master_listen(m, cfg) != GW_OK)
         return GW_ERROR;
     if (cfg->status_enabled) {
         char err[256];

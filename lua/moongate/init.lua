@@ -53,6 +53,7 @@ local M = {
     response = {},
     log = {},
     json = cjson,
+    shared = require "moongate.shared",
 }
 
 -- Raised by moongate.response.exit to end the phase; the runtime catches it.
