@@ -347,8 +347,8 @@ static void gw_cdecode_limits(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_conf
 
 static void gw_cdecode_timeouts(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_config_t *cfg)
 {
-    static const char *const fields[] = {"client_header", "client_body", "keepalive",
-                                         "send",          "drain",       NULL};
+    static const char *const fields[] = {"client_header", "client_body", "keepalive", "send",
+                                         "drain",         "watchdog",    NULL};
     const gw_cnode_t *v = gw_cnode_field(root, "timeouts");
     if (!v)
         return;
@@ -359,6 +359,7 @@ static void gw_cdecode_timeouts(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_co
         gw_cnode_field_duration(c, v, "keepalive", false, &cfg->timeouts.keepalive);
         gw_cnode_field_duration(c, v, "send", true, &cfg->timeouts.send);
         gw_cnode_field_duration(c, v, "drain", false, &cfg->timeouts.drain);
+        gw_cnode_field_duration(c, v, "watchdog", false, &cfg->timeouts.watchdog);
     }
     gw_cnode_path_pop(c, m);
 }
@@ -928,6 +929,7 @@ static void gw_config_defaults(gw_config_t *cfg)
     cfg->timeouts.keepalive = 75;
     cfg->timeouts.send = 60;
     cfg->timeouts.drain = 30;
+    cfg->timeouts.watchdog = 1;
     cfg->access_log.enabled = true;
     cfg->access_log.path = gw_xstrdup("stdout");
     cfg->error_log.path = gw_xstrdup("stderr");

@@ -148,6 +148,7 @@ typedef struct {
         double keepalive;     /* idle keep-alive; default 75 */
         double send;          /* writing to the client; default 60 */
         double drain;         /* graceful stop limit; default 30 */
+        double watchdog;      /* a worker silent this long is replaced; default 1; 0: off */
     } timeouts;
 
     struct {

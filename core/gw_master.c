@@ -15,6 +15,7 @@
 #include "gw_net.h"
 #include "gw_shdict.h"
 #include "gw_status.h"
+#include "gw_watchdog.h"
 #include "gw_worker.h"
 
 #include <errno.h>
@@ -44,6 +45,7 @@ typedef struct {
     pid_t pid;
     int index;
     int area;
+    bool killed; /* by the watchdog */
     unsigned generation;
     double started;
 } gw_child_t;
@@ -66,6 +68,7 @@ typedef struct {
     ev_child child_w;
     ev_timer kill_timer;
     ev_timer respawn_timer;
+    ev_timer watchdog_timer;
     bool respawn[GW_MAX_WORKERS]; /* worker indexes waiting to be started */
     bool stopping;
     bool pid_written;
@@ -154,6 +157,7 @@ static void gw_master_child_cleanup(gw_master_t *m, int index, int *fds)
     ev_child_stop(m->loop, &m->child_w);
     ev_timer_stop(m->loop, &m->kill_timer);
     ev_timer_stop(m->loop, &m->respawn_timer);
+    ev_timer_stop(m->loop, &m->watchdog_timer);
     if (m->status) {
         gw_status_stop(m->status);
         m->status = NULL;
@@ -204,6 +208,8 @@ static void gw_master_spawn(gw_master_t *m, int index)
     int area = 0;
     while (area < GW_METRICS_AREAS && m->area_used[area])
         area++;
+    if (area < GW_METRICS_AREAS)
+        gw_watchdog_beat(area); /* the new worker starts with a fresh stamp */
     pid_t pid = area < GW_METRICS_AREAS ? fork() : -1;
     if (pid < 0) {
         if (area == GW_METRICS_AREAS)
@@ -224,6 +230,7 @@ static void gw_master_spawn(gw_master_t *m, int index)
     c->pid = pid;
     c->index = index;
     c->area = area;
+    c->killed = false;
     m->area_used[area] = true;
     c->generation = m->generation;
     c->started = gw_now();
@@ -369,6 +376,27 @@ static void gw_master_child_cb(struct ev_loop *loop, ev_child *w, int revents)
         ev_break(loop, EVBREAK_ALL);
 }
 
+/* Every 250 ms: kill workers whose event loop has not turned for
+ * timeouts.watchdog seconds; the usual restart replaces them. */
+static void gw_master_watchdog_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    gw_master_t *m = t->data;
+    double limit = m->cfg->timeouts.watchdog;
+    if (limit <= 0)
+        return;
+    for (size_t i = 0; i < m->nchildren; i++) {
+        gw_child_t *c = &m->children[i];
+        double age = gw_watchdog_age(c->area);
+        if (age > limit && !c->killed) {
+            gw_log_error("worker %d (pid %d) stopped responding (no heartbeat for %.1f s): "
+                         "replacing it",
+                         c->index, (int)c->pid, age);
+            kill(c->pid, SIGKILL);
+            c->killed = true;
+        }
+    }
+}
+
 static bool gw_master_ready(void *ud)
 {
     gw_master_t *m = ud;
@@ -416,6 +444,9 @@ static void gw_master_watch(gw_master_t *m)
     m->kill_timer.data = m;
     ev_init(&m->respawn_timer, gw_master_respawn_cb);
     m->respawn_timer.data = m;
+    ev_timer_init(&m->watchdog_timer, gw_master_watchdog_cb, 0.25, 0.25);
+    m->watchdog_timer.data = m;
+    ev_timer_start(m->loop, &m->watchdog_timer);
 }
 
 /*
@@ -444,7 +475,7 @@ static int gw_master_shared_dicts(const gw_config_t *cfg)
 static int gw_master_open(gw_master_t *m)
 {
     gw_config_t *cfg = m->cfg;
-    if (gw_metrics_init(GW_METRICS_AREAS) != GW_OK) {
+    if (gw_metrics_init(GW_METRICS_AREAS) != GW_OK || gw_watchdog_init(GW_METRICS_AREAS) != GW_OK) {
         gw_log_error("cannot create shared memory for metrics");
         return GW_ERROR;
     }
@@ -488,6 +519,7 @@ static void gw_master_close(gw_master_t *m)
     gw_config_free(m->cfg);
     free(m->config_path);
     gw_metrics_free();
+    gw_watchdog_free();
 }
 
 int gw_master_run(const char *config_path, gw_config_t *cfg)

@@ -9,6 +9,7 @@
 #include "gw_log.h"
 #include "gw_lua.h"
 #include "gw_metrics.h"
+#include "gw_watchdog.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -98,6 +99,7 @@ static void gw_drain_cb(struct ev_loop *loop, ev_timer *t, int revents)
 static void gw_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     gw_worker_t *w = t->data;
+    gw_watchdog_beat(w->area);
     gw_accesslog_flush();
     if (w->stopping) {
         gw_conn_close_idle(w);
@@ -132,6 +134,7 @@ int gw_worker_run(gw_config_t *cfg, int index, int metrics_area, int *listen_fds
     memset(&w, 0, sizeof w);
     w.cfg = cfg;
     w.index = index;
+    w.area = metrics_area;
     w.loop = ev_default_loop(EVFLAG_AUTO);
     if (getrandom(w.rng, sizeof w.rng, 0) != sizeof w.rng || (w.rng[0] | w.rng[1]) == 0) {
         w.rng[0] = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL;
@@ -184,6 +187,7 @@ int gw_worker_run(gw_config_t *cfg, int index, int metrics_area, int *listen_fds
     w.drain_timer.data = &w;
 
     gw_log_debug("worker %d started", index);
+    gw_watchdog_beat(w.area);
     ev_run(w.loop, 0);
 
     gw_accesslog_flush();

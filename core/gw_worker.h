@@ -209,6 +209,7 @@ struct gw_worker_s {
     gw_upstream_t *upstreams;
     size_t nupstreams;
     int index;
+    int area; /* this process's slot in the shared metrics and heartbeats */
 
     int *listen_fds;
     ev_io *listeners;
