@@ -467,6 +467,17 @@ static void gw_conn_detach_for_log(gw_conn_t *c, gw_req_t *r, size_t leftover_at
         gw_conn_log_done(r);
 }
 
+gw_req_t *gw_conn_task_new(gw_worker_t *w)
+{
+    gw_req_t *r = gw_req_get(w);
+    r->w = w;
+    r->detached = true;
+    r->t_start = ev_now(w->loop);
+    gw_worker_request_id(w, r->request_id);
+    w->nlogging++;
+    return r;
+}
+
 void gw_conn_log_done(gw_req_t *r)
 {
     gw_worker_t *w = r->w;

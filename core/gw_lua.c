@@ -22,12 +22,27 @@
 #define MOONGATE_PLUGIN_DIR "plugins"
 #endif
 
+typedef struct gw_lua_timer_s gw_lua_timer_t;
+
+struct gw_lua_timer_s {
+    ev_timer ev;
+    gw_lua_timer_t *next;
+    int id;
+    bool running; /* a run of it still waits */
+};
+
 struct gw_lua_s {
     lua_State *L;
-    int run_ref; /* runtime.run */
+    gw_worker_t *w;
+    int run_ref;       /* runtime.run */
+    int run_timer_ref; /* runtime.run_timer */
     int *route_phases;
     size_t nroutes;
+    gw_lua_timer_t *timers;
 };
+
+/* The worker whose VM this process runs (timers are created from Lua). */
+static gw_worker_t *gw_lua_worker;
 
 /* The request whose coroutine is running; read by the PDK (gw_lua_pdk.c). */
 gw_req_t *gw_lua_current;
@@ -307,8 +322,12 @@ int gw_lua_init(gw_worker_t *w, char *err, size_t errlen)
     lua_call(L, 1, 1);
     lua_getfield(L, -1, "run");
     lua->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "run_timer");
+    lua->run_timer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
+    lua->w = w;
     w->lua = lua;
+    gw_lua_worker = w;
     return GW_OK;
 }
 
@@ -316,6 +335,8 @@ void gw_lua_close(gw_worker_t *w)
 {
     if (!w->lua)
         return;
+    gw_lua_timers_stop(w);
+    gw_lua_worker = NULL;
     lua_close(w->lua->L);
     free(w->lua->route_phases);
     free(w->lua);
@@ -328,6 +349,8 @@ int gw_lua_route_phases(const gw_worker_t *w, int route_index)
         return 0;
     return w->lua->route_phases[route_index];
 }
+
+static void gw_lua_timer_task_done(gw_req_t *r);
 
 /* ---- running phases ---- */
 
@@ -362,11 +385,18 @@ void gw_lua_req_release(gw_req_t *r)
     r->held_in = NULL;
 }
 
+/* What to name in a log line: the route, or "timer". */
+static const char *gw_lua_where(const gw_req_t *r)
+{
+    return r->match.route ? r->match.route->name : "(timer)";
+}
+
 static const char *gw_lua_phase_name(int phase)
 {
     return phase == GW_LUA_ACCESS          ? "access"
            : phase == GW_LUA_HEADER_FILTER ? "header_filter"
-                                           : "log";
+           : phase == GW_LUA_LOG           ? "log"
+                                           : "timer";
 }
 
 /*
@@ -386,13 +416,13 @@ static int gw_lua_resume(gw_req_t *r, int nargs)
             return GW_AGAIN;
         lua_settop(co, 0);
         gw_log_error("route %s: plugin yielded outside a PDK call in %s (request %s)",
-                     r->match.route->name, gw_lua_phase_name(r->lua_phase), r->request_id);
+                     gw_lua_where(r), gw_lua_phase_name(r->lua_phase), r->request_id);
         gw_lua_drop_coroutine(r);
         return GW_ERROR;
     }
     int result = GW_OK;
     if (rc != 0) {
-        gw_log_error("route %s: Lua error in %s (request %s): %s", r->match.route->name,
+        gw_log_error("route %s: Lua error in %s (request %s): %s", gw_lua_where(r),
                      gw_lua_phase_name(r->lua_phase), r->request_id, lua_tostring(co, -1));
         result = GW_ERROR;
     } else if (lua_gettop(co) >= 1 && lua_isstring(co, 1)) {
@@ -400,7 +430,7 @@ static int gw_lua_resume(gw_req_t *r, int nargs)
         if (strcmp(what, "exit") == 0) {
             result = GW_DONE;
         } else {
-            gw_log_error("route %s: %s (request %s)", r->match.route->name,
+            gw_log_error("route %s: %s (request %s)", gw_lua_where(r),
                          lua_gettop(co) >= 2 ? lua_tostring(co, 2) : what, r->request_id);
             result = GW_ERROR;
         }
@@ -415,7 +445,7 @@ static int gw_lua_finish(gw_req_t *r, int rc)
 {
     if (rc == GW_AGAIN || rc == GW_OK)
         return rc;
-    if (r->lua_phase == GW_LUA_LOG)
+    if (r->lua_phase == GW_LUA_LOG || r->lua_phase == GW_LUA_TIMER)
         return GW_OK;
     if (rc == GW_DONE && r->lua_phase == GW_LUA_ACCESS) {
         gw_conn_exit(r);
@@ -424,7 +454,7 @@ static int gw_lua_finish(gw_req_t *r, int rc)
     if (rc == GW_DONE)
         gw_log_error("route %s: moongate.response.exit is only allowed in rewrite and access "
                      "(request %s)",
-                     r->match.route->name, r->request_id);
+                     gw_lua_where(r), r->request_id);
     gw_conn_error(r->c, 500, "internal error");
     return GW_DONE;
 }
@@ -463,8 +493,106 @@ void gw_lua_wakeup(gw_req_t *r, int nvalues)
     case GW_LUA_HEADER_FILTER:
         gw_proxy_header_filter_done(r, rc);
         break;
+    case GW_LUA_TIMER:
+        gw_lua_timer_task_done(r);
+        break;
     default:
         gw_conn_log_done(r);
         break;
+    }
+}
+
+/* ---- timers ---- */
+
+static gw_lua_timer_t *gw_lua_timer_find(struct gw_lua_s *lua, int id, gw_lua_timer_t ***link)
+{
+    for (gw_lua_timer_t **p = &lua->timers; *p; p = &(*p)->next)
+        if ((*p)->id == id) {
+            *link = p;
+            return *p;
+        }
+    return NULL;
+}
+
+/* A timer task finished: its timer may fire again; a one-shot timer (or a
+ * cancelled one) is dropped. */
+static void gw_lua_timer_task_done(gw_req_t *r)
+{
+    struct gw_lua_s *lua = r->w->lua;
+    gw_lua_timer_t **link;
+    gw_lua_timer_t *t = lua ? gw_lua_timer_find(lua, r->timer_id, &link) : NULL;
+    if (t) {
+        t->running = false;
+        if (!ev_is_active(&t->ev)) {
+            *link = t->next;
+            free(t);
+        }
+    }
+    gw_conn_log_done(r);
+}
+
+static void gw_lua_timer_cb(struct ev_loop *loop, ev_timer *ev, int revents)
+{
+    gw_lua_timer_t *t = ev->data;
+    gw_worker_t *w = gw_lua_worker;
+    if (!w || w->stopping || t->running)
+        return;
+    t->running = true;
+    gw_req_t *r = gw_conn_task_new(w);
+    r->timer_id = t->id;
+    r->lua_phase = GW_LUA_TIMER;
+    lua_State *L = w->lua->L;
+    lua_State *co = lua_newthread(L);
+    r->lua_co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    r->lua_co = co;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, w->lua->run_timer_ref);
+    lua_pushinteger(co, t->id);
+    if (gw_lua_finish(r, gw_lua_resume(r, 1)) != GW_AGAIN)
+        gw_lua_timer_task_done(r);
+}
+
+int gw_lua_timer_start(int id, double delay, double interval)
+{
+    gw_worker_t *w = gw_lua_worker;
+    if (!w || !w->lua || w->stopping)
+        return GW_ERROR;
+    gw_lua_timer_t *t = gw_xcalloc(1, sizeof *t);
+    t->id = id;
+    ev_timer_init(&t->ev, gw_lua_timer_cb, delay, interval > 0 ? interval : 0.);
+    t->ev.data = t;
+    ev_timer_start(w->loop, &t->ev);
+    t->next = w->lua->timers;
+    w->lua->timers = t;
+    return GW_OK;
+}
+
+void gw_lua_timer_cancel(int id)
+{
+    gw_worker_t *w = gw_lua_worker;
+    gw_lua_timer_t **link;
+    gw_lua_timer_t *t = w && w->lua ? gw_lua_timer_find(w->lua, id, &link) : NULL;
+    if (!t)
+        return;
+    ev_timer_stop(w->loop, &t->ev);
+    if (!t->running) {
+        *link = t->next;
+        free(t);
+    }
+}
+
+void gw_lua_timers_stop(gw_worker_t *w)
+{
+    if (!w->lua)
+        return;
+    gw_lua_timer_t **p = &w->lua->timers;
+    while (*p) {
+        gw_lua_timer_t *t = *p;
+        ev_timer_stop(w->loop, &t->ev);
+        if (t->running) {
+            p = &t->next; /* dropped when its run ends */
+            continue;
+        }
+        *p = t->next;
+        free(t);
     }
 }

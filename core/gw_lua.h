@@ -18,6 +18,7 @@ enum {
     GW_LUA_ACCESS = 1,        /* rewrite + access */
     GW_LUA_HEADER_FILTER = 2, /* response head */
     GW_LUA_LOG = 8,           /* after the response */
+    GW_LUA_TIMER = 16,        /* a moongate.timer callback, outside any request */
 };
 
 /*
@@ -46,6 +47,17 @@ void gw_lua_wakeup(gw_req_t *r, int nvalues);
 
 /* The request whose coroutine is running, for the PDK. */
 extern gw_req_t *gw_lua_current;
+
+/*
+ * Timers (moongate.timer): schedule the Lua timer `id` after `delay`
+ * seconds, then every `interval` seconds when interval > 0. Each firing
+ * runs runtime.run_timer(id) in a new coroutine, skipped while the previous
+ * run of the same timer still waits. GW_OK or GW_ERROR (no worker).
+ */
+int gw_lua_timer_start(int id, double delay, double interval);
+void gw_lua_timer_cancel(int id);
+/* Stop every timer (worker shutdown); runs in progress finish. */
+void gw_lua_timers_stop(gw_worker_t *w);
 
 /* Release the request's Lua state: cancel a wait, drop its coroutine. */
 void gw_lua_req_release(gw_req_t *r);

@@ -34,8 +34,8 @@ static int gw_pdk_fail(char *err, size_t errlen, const char *fmt, ...)
     return GW_ERROR;
 }
 
-static const char *const gw_pdk_phase_names[] = {"", "access", "header_filter", "", "", "", "",
-                                                 "", "log"};
+static const char *const gw_pdk_phase_names[] = {
+    "", "access", "header_filter", "", "", "", "", "", "log", "", "", "", "", "", "", "", "timer"};
 
 GW_PDK int gw_pdk_phase(void)
 {
@@ -284,6 +284,23 @@ GW_PDK int gw_pdk_sleep(double seconds, char *err, size_t errlen)
     ev_timer_start(r->w->loop, &r->lua_timer);
     r->lua_waiting = true;
     return GW_AGAIN;
+}
+
+/* ---- timers ---- */
+
+/* Schedule the Lua timer `id` (see gw_lua_timer_start). */
+GW_PDK int gw_pdk_timer_start(int id, double delay, double interval, char *err, size_t errlen)
+{
+    if (!(delay >= 0) || !(interval >= 0))
+        return gw_pdk_fail(err, errlen, "invalid time");
+    if (gw_lua_timer_start(id, delay, interval) != GW_OK)
+        return gw_pdk_fail(err, errlen, "timers need a running worker (create them from a phase)");
+    return GW_OK;
+}
+
+GW_PDK void gw_pdk_timer_cancel(int id)
+{
+    gw_lua_timer_cancel(id);
 }
 
 /* ---- logging ---- */

@@ -77,6 +77,7 @@ static void gw_worker_stop(gw_worker_t *w)
     w->nlisteners = 0;
     gw_conn_close_idle(w);
     gw_upstream_pools_close(w);
+    gw_lua_timers_stop(w);
     ev_timer_start(w->loop, &w->drain_timer);
 }
 

@@ -172,6 +172,7 @@ struct gw_req_s {
     size_t exit_body_len;
     gw_str_t up_path;  /* moongate.upstream.set_path, in the arena */
     gw_buf_t *held_in; /* the request head, kept for the log phase */
+    int timer_id;      /* the moongate.timer this task runs, or 0 */
 };
 
 typedef enum {
@@ -219,7 +220,7 @@ struct gw_worker_s {
     gw_req_t *free_reqs;
     gw_conn_t *conns; /* every open client connection */
     size_t nconns;
-    size_t nlogging; /* requests whose log phase still runs */
+    size_t nlogging; /* log phases and timer tasks still running */
 
     ev_signal sig_term, sig_quit, sig_int;
     ev_timer flush_timer;
@@ -272,6 +273,9 @@ void gw_conn_access_done(gw_req_t *r, int rc);
 void gw_conn_exit(gw_req_t *r);
 /* The log phase of a detached request ended: free it. */
 void gw_conn_log_done(gw_req_t *r);
+/* A request structure not tied to a connection (timer tasks); counted in
+ * w->nlogging until gw_conn_log_done. */
+gw_req_t *gw_conn_task_new(gw_worker_t *w);
 
 /* ---- gw_proxy.c (upstream side of a request) ---- */
 

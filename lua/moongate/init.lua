@@ -35,6 +35,8 @@ int gw_pdk_resp_header_count(void);
 int gw_pdk_resp_header(int i, gw_str_t *name, gw_str_t *value);
 int gw_pdk_sleep(double seconds, char *err, size_t errlen);
 void gw_pdk_log(int level, const char *msg, size_t len);
+int gw_pdk_timer_start(int id, double delay, double interval, char *err, size_t errlen);
+void gw_pdk_timer_cancel(int id);
 ]]
 
 local GW_OK, GW_AGAIN = 0, -2
@@ -54,6 +56,7 @@ local M = {
     log = {},
     json = cjson,
     shared = require "moongate.shared",
+    timer = {},
 }
 
 -- Raised by moongate.response.exit to end the phase; the runtime catches it.
@@ -80,9 +83,12 @@ setmetatable(M, {
     end,
 })
 
+local PHASE_TIMER = 16
+
 -- Raise unless a request phase is running.
 local function need_request(fname)
-    if C.gw_pdk_phase() == 0 then
+    local phase = C.gw_pdk_phase()
+    if phase == 0 or phase == PHASE_TIMER then
         error(fname .. ": not available outside a request phase", 3)
     end
 end
@@ -379,6 +385,54 @@ function M.sleep(seconds)
         return true
     end
     error("moongate.sleep: " .. ffi.string(errbuf), 2)
+end
+
+-- ---- moongate.timer ----
+
+-- Pending timers by id: { fn, args, n, every }; run by runtime.run_timer.
+local timers, last_timer = {}, 0
+M._timers = timers
+
+local Timer = {}
+Timer.__index = Timer
+
+--- Stop the timer; a run in progress finishes.
+function Timer:cancel()
+    C.gw_pdk_timer_cancel(self.id)
+    timers[self.id] = nil
+end
+
+local function start_timer(fname, delay, interval, fn, ...)
+    if type(delay) ~= "number" or delay < 0 then
+        error(fname .. ": delay must be a number of seconds >= 0", 3)
+    end
+    if type(fn) ~= "function" then
+        error(fname .. ": expected a function", 3)
+    end
+    last_timer = last_timer + 1
+    local id = last_timer
+    timers[id] = { fn = fn, args = { ... }, n = select("#", ...), every = interval > 0 }
+    if C.gw_pdk_timer_start(id, delay, interval, errbuf, 256) ~= GW_OK then
+        timers[id] = nil
+        return nil, ffi.string(errbuf)
+    end
+    return setmetatable({ id = id }, Timer)
+end
+
+--- Run fn(...) once, `delay` seconds from now, outside any request, in its
+-- own coroutine (it may wait, e.g. with moongate.sleep). Returns a timer
+-- with :cancel(), or nil, err.
+function M.timer.after(delay, fn, ...)
+    return start_timer("moongate.timer.after", delay, 0, fn, ...)
+end
+
+--- Run fn(...) every `interval` seconds (the first time after one
+-- interval); a run still waiting when the next is due makes that one skip.
+function M.timer.every(interval, fn, ...)
+    if type(interval) ~= "number" or interval <= 0 then
+        error("moongate.timer.every: interval must be a number of seconds > 0", 2)
+    end
+    return start_timer("moongate.timer.every", interval, interval, fn, ...)
 end
 
 -- ---- moongate.log ----

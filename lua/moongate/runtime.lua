@@ -272,6 +272,23 @@ local function run_steps(steps, phase, ctx)
     return nil
 end
 
+--- Run the moongate.timer `id` (inside a coroutine the C core made for
+-- it). Returns nil, or "error", message.
+function M.run_timer(id)
+    local t = pdk._timers[id]
+    if not t then
+        return nil
+    end
+    if not t.every then
+        pdk._timers[id] = nil
+    end
+    local ok, err = xpcall(t.fn, traceback, unpack(t.args, 1, t.n))
+    if not ok then
+        return "error", "timer failed: " .. tostring(err)
+    end
+    return nil
+end
+
 --- Run a phase of a request (inside the coroutine the C core made for it).
 -- phase is ACCESS (rewrite then access), HEADER_FILTER or LOG; ctx is the
 -- request's table shared by its plugins. Returns nil when the chain ran
