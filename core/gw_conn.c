@@ -235,13 +235,25 @@ void gw_conn_close(gw_conn_t *c)
     free(c);
 }
 
+/* How long a connection accepted just before a stop may take to send its
+ * first request. */
+#define GW_CONN_STOP_GRACE 1.0
+
 void gw_conn_close_idle(gw_worker_t *w)
 {
     gw_conn_t *c = w->conns, *next;
     for (; c; c = next) {
         next = c->next;
-        if (c->state == GW_CONN_IDLE || (c->state == GW_CONN_HEAD && c->req == NULL))
-            gw_conn_close(c);
+        if (c->state != GW_CONN_IDLE && !(c->state == GW_CONN_HEAD && c->req == NULL))
+            continue;
+        if (c->requests > 0) {
+            gw_conn_close(c); /* keep-alive between requests */
+        } else if (!c->closing) {
+            /* Accepted, request not read yet: it may be on its way. */
+            c->closing = true;
+            if (w->cfg->timeouts.client_header > GW_CONN_STOP_GRACE)
+                gw_conn_timer_set(c, GW_CONN_STOP_GRACE);
+        }
     }
 }
 
