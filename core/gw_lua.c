@@ -48,6 +48,7 @@ static gw_worker_t *gw_lua_worker;
 gw_req_t *gw_lua_current;
 
 void gw_lua_pdk_link(void);
+void gw_lua_pdk_close(void);
 
 /* ---- building the VM ---- */
 
@@ -336,6 +337,7 @@ void gw_lua_close(gw_worker_t *w)
     if (!w->lua)
         return;
     gw_lua_timers_stop(w);
+    gw_lua_pdk_close();
     gw_lua_worker = NULL;
     lua_close(w->lua->L);
     free(w->lua->route_phases);
@@ -368,6 +370,10 @@ void gw_lua_req_release(gw_req_t *r)
     if (!r->w || !r->w->lua)
         return;
     ev_timer_stop(r->w->loop, &r->lua_timer);
+    if (r->lua_cancel) {
+        r->lua_cancel(r);
+        r->lua_cancel = NULL;
+    }
     r->lua_waiting = false;
     gw_lua_drop_coroutine(r);
     if (r->lua_ctx_ref) {

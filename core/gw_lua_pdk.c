@@ -6,6 +6,7 @@
  * GW_ERROR with a message in the caller's buffer.
  */
 #include "gw_http.h"
+#include "gw_httpc.h"
 #include "gw_log.h"
 #include "gw_lua.h"
 #include "gw_net.h"
@@ -20,6 +21,16 @@
  * functions only Lua calls. */
 void gw_lua_pdk_link(void)
 {
+}
+
+/* The worker's HTTP client, made on first use. */
+static gw_httpc_t *gw_pdk_httpc;
+
+/* Free what the PDK made for the worker (its VM is closing). */
+void gw_lua_pdk_close(void)
+{
+    gw_httpc_free(gw_pdk_httpc);
+    gw_pdk_httpc = NULL;
 }
 
 static int gw_pdk_fail(char *err, size_t errlen, const char *fmt, ...)
@@ -216,8 +227,8 @@ GW_PDK int gw_pdk_exit(int status, const char *body, size_t len, char *err, size
     if (r->lua_phase != GW_LUA_ACCESS)
         return gw_pdk_fail(err, errlen, "not allowed in %s: only in rewrite or access",
                            gw_pdk_phase_name());
-    if (status < 100 || status > 599)
-        return gw_pdk_fail(err, errlen, "invalid status %d", status);
+    if (status < 200 || status > 599)
+        return gw_pdk_fail(err, errlen, "invalid status %d (200 to 599)", status);
     free(r->exit_body);
     r->exit_body = NULL;
     r->exit_body_len = 0;
@@ -276,7 +287,7 @@ GW_PDK int gw_pdk_sleep(double seconds, char *err, size_t errlen)
 {
     gw_req_t *r = gw_lua_current;
     if (!r || !r->lua_co)
-        return gw_pdk_fail(err, errlen, "moongate.sleep needs a request phase");
+        return gw_pdk_fail(err, errlen, "needs a request phase or a timer");
     if (!(seconds >= 0))
         return gw_pdk_fail(err, errlen, "invalid time");
     ev_timer_init(&r->lua_timer, gw_pdk_sleep_cb, seconds, 0.);
@@ -301,6 +312,130 @@ GW_PDK int gw_pdk_timer_start(int id, double delay, double interval, char *err, 
 GW_PDK void gw_pdk_timer_cancel(int id)
 {
     gw_lua_timer_cancel(id);
+}
+
+/* ---- HTTP calls (moongate.http) ---- */
+
+typedef struct gw_pdk_batch_s gw_pdk_batch_t;
+
+/* The context of one call: its batch and its place in it. */
+typedef struct {
+    gw_pdk_batch_t *b;
+    int i;
+} gw_pdk_slot_t;
+
+/* HTTP calls a coroutine makes at once and waits for together. */
+struct gw_pdk_batch_s {
+    gw_req_t *r;
+    int n, pending;
+    bool waiting;
+    gw_httpc_call_t **calls;
+    gw_httpc_res_t **res;
+    gw_pdk_slot_t *slots;
+};
+
+/* Release every call (cancelling those still running) and free b. */
+GW_PDK void gw_pdk_http_end(gw_pdk_batch_t *b)
+{
+    if (!b)
+        return;
+    for (int i = 0; i < b->n; i++)
+        if (b->calls[i])
+            gw_httpc_release(b->calls[i]);
+    if (b->r && b->r->lua_wait == b) {
+        b->r->lua_wait = NULL;
+        b->r->lua_cancel = NULL;
+    }
+    free(b->calls);
+    free(b->res);
+    free(b->slots);
+    free(b);
+}
+
+/* The request or timer went away while it waited: drop its calls. */
+static void gw_pdk_batch_cancel(gw_req_t *r)
+{
+    gw_pdk_http_end(r->lua_wait);
+}
+
+static void gw_pdk_batch_wake_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    gw_lua_wakeup(t->data, 0);
+}
+
+/* One call ended. When all have and the coroutine waits, resume it from a
+ * fresh loop callback rather than from inside the HTTP client's. */
+static void gw_pdk_batch_cb(void *ud, gw_httpc_res_t *res)
+{
+    gw_pdk_slot_t *slot = ud;
+    gw_pdk_batch_t *b = slot->b;
+    b->res[slot->i] = res;
+    if (--b->pending == 0 && b->waiting) {
+        gw_req_t *r = b->r;
+        ev_timer_init(&r->lua_timer, gw_pdk_batch_wake_cb, 0., 0.);
+        r->lua_timer.data = r;
+        ev_timer_start(r->w->loop, &r->lua_timer);
+    }
+}
+
+/*
+ * Prepare n HTTP calls for the running coroutine (a request phase or a
+ * timer): start each with gw_pdk_http_add, then wait with gw_pdk_http_wait,
+ * read the results with gw_pdk_http_result and free with gw_pdk_http_end.
+ * NULL with a message in err outside a coroutine.
+ */
+GW_PDK gw_pdk_batch_t *gw_pdk_http_begin(int n, char *err, size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    if (!r || !r->lua_co || r->lua_wait || n < 1 || n > 1024) {
+        gw_pdk_fail(err, errlen, "%s",
+                    !r || !r->lua_co ? "moongate.http needs a request phase or a timer"
+                                     : "between 1 and 1024 requests at once, one batch at a time");
+        return NULL;
+    }
+    if (!gw_pdk_httpc)
+        gw_pdk_httpc = gw_httpc_new(r->w->loop, 32, 60);
+    gw_pdk_batch_t *b = gw_xcalloc(1, sizeof *b);
+    b->r = r;
+    b->n = n;
+    b->calls = gw_xcalloc((size_t)n, sizeof *b->calls);
+    b->res = gw_xcalloc((size_t)n, sizeof *b->res);
+    b->slots = gw_xcalloc((size_t)n, sizeof *b->slots);
+    r->lua_wait = b;
+    r->lua_cancel = gw_pdk_batch_cancel;
+    return b;
+}
+
+/* Start call i of b; everything is copied. GW_OK, or GW_ERROR (bad URL or
+ * header) with a message. */
+GW_PDK int gw_pdk_http_add(gw_pdk_batch_t *b, int i, const gw_httpc_req_t *req, char *err,
+                           size_t errlen)
+{
+    if (i < 0 || i >= b->n || b->calls[i])
+        return gw_pdk_fail(err, errlen, "bad request index");
+    b->slots[i] = (gw_pdk_slot_t){b, i};
+    b->calls[i] = gw_httpc_request(gw_pdk_httpc, req, gw_pdk_batch_cb, &b->slots[i]);
+    if (!b->calls[i])
+        return gw_pdk_fail(err, errlen, "invalid request (url or headers): %s", req->url);
+    b->pending++;
+    return GW_OK;
+}
+
+/* GW_AGAIN: the Lua side yields until every call of b ended. GW_OK when
+ * there is nothing to wait for. */
+GW_PDK int gw_pdk_http_wait(gw_pdk_batch_t *b)
+{
+    if (b->pending == 0)
+        return GW_OK;
+    b->waiting = true;
+    b->r->lua_waiting = true;
+    return GW_AGAIN;
+}
+
+/* The result of call i (after the wait), or NULL for a call never started. */
+GW_PDK gw_httpc_res_t *gw_pdk_http_result(gw_pdk_batch_t *b, int i)
+{
+    return i >= 0 && i < b->n ? b->res[i] : NULL;
 }
 
 /* ---- logging ---- */

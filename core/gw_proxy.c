@@ -254,6 +254,35 @@ static bool gw_ops_value(const gw_req_t *r, int side, gw_str_t name, gw_str_t *v
     return found;
 }
 
+/* The headers the gateway adds to every upstream request: X-Forwarded-For
+ * (every one received, in order, then the client), X-Forwarded-Proto,
+ * X-Forwarded-Host and X-Request-Id; each left out when a plugin set or
+ * cleared that header itself. */
+static void gw_out_forwarded(gw_out_t *o, const gw_req_t *r)
+{
+    bool ops = r->nhdr_ops > 0;
+    if (!ops || !gw_ops_replace(r, GW_SIDE_UPSTREAM, GW_STR("X-Forwarded-For"))) {
+        GW_OUT_LIT(o, "X-Forwarded-For: ");
+        for (size_t i = 0; i < r->nheaders; i++)
+            if (gw_str_caseeq_lit(r->headers[i].name, "x-forwarded-for") &&
+                r->headers[i].value.len) {
+                gw_out_str(o, r->headers[i].value);
+                GW_OUT_LIT(o, ", ");
+            }
+        char client[INET6_ADDRSTRLEN];
+        size_t clen = gw_net_ntop((const struct sockaddr_storage *)&r->peer, client, sizeof client);
+        gw_out_add(o, client, clen);
+        GW_OUT_LIT(o, "\r\n");
+    }
+    if (!ops || !gw_ops_replace(r, GW_SIDE_UPSTREAM, GW_STR("X-Forwarded-Proto")))
+        GW_OUT_LIT(o, "X-Forwarded-Proto: http\r\n");
+    if (r->host_header.len &&
+        (!ops || !gw_ops_replace(r, GW_SIDE_UPSTREAM, GW_STR("X-Forwarded-Host"))))
+        gw_out_header(o, GW_STR("X-Forwarded-Host"), r->host_header);
+    if (!ops || !gw_ops_replace(r, GW_SIDE_UPSTREAM, GW_STR("X-Request-Id")))
+        gw_out_header(o, GW_STR("X-Request-Id"), (gw_str_t){r->request_id, strlen(r->request_id)});
+}
+
 /*
  * Write the request head for the upstream into r->out: HTTP/1.1, Host per
  * route, hop-by-hop headers dropped, X-Forwarded-* and X-Request-Id set.
@@ -292,20 +321,7 @@ static int gw_build_request_head(gw_req_t *r)
     }
     if (r->nhdr_ops)
         gw_out_ops(&o, r, GW_SIDE_UPSTREAM, GW_STR("Host"));
-    /* Every X-Forwarded-For received, in order, then the client. */
-    GW_OUT_LIT(&o, "X-Forwarded-For: ");
-    for (size_t i = 0; i < r->nheaders; i++)
-        if (gw_str_caseeq_lit(r->headers[i].name, "x-forwarded-for") && r->headers[i].value.len) {
-            gw_out_str(&o, r->headers[i].value);
-            GW_OUT_LIT(&o, ", ");
-        }
-    char client[INET6_ADDRSTRLEN];
-    size_t clen = gw_net_ntop((const struct sockaddr_storage *)&r->peer, client, sizeof client);
-    gw_out_add(&o, client, clen);
-    GW_OUT_LIT(&o, "\r\nX-Forwarded-Proto: http\r\n");
-    if (host_hdr.len)
-        gw_out_header(&o, GW_STR("X-Forwarded-Host"), host_hdr);
-    gw_out_header(&o, GW_STR("X-Request-Id"), (gw_str_t){r->request_id, strlen(r->request_id)});
+    gw_out_forwarded(&o, r);
     GW_OUT_LIT(&o, "\r\n");
     if (o.overflow)
         return GW_ERROR;

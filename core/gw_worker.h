@@ -164,7 +164,9 @@ struct gw_req_s {
     bool lua_waiting;
     bool detached; /* log phase: the connection went on without it */
     ev_timer lua_timer;
-    gw_buf_t *lua_arena; /* bytes of header changes and of the exit */
+    void (*lua_cancel)(gw_req_t *r); /* cancels what the coroutine waits on */
+    void *lua_wait;                  /* what it waits on (e.g. HTTP calls) */
+    gw_buf_t *lua_arena;             /* bytes of header changes and of the exit */
     gw_hdr_op_t *hdr_ops;
     size_t nhdr_ops;
     int exit_status; /* moongate.response.exit */

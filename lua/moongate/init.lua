@@ -56,6 +56,7 @@ local M = {
     log = {},
     json = cjson,
     shared = require "moongate.shared",
+    http = require "moongate.http",
     timer = {},
 }
 
@@ -71,6 +72,16 @@ local ctx_of = setmetatable({}, { __mode = "k" })
 
 function M._set_ctx(ctx)
     ctx_of[coroutine.running()] = ctx
+end
+
+--- Raise unless the running coroutine is the one the gateway runs the
+-- phase or timer in: a waiting call made from a coroutine a plugin created
+-- itself would yield to the plugin, not to the event loop.
+function M._need_own_coroutine(fname)
+    local co = coroutine.running()
+    if not co or ctx_of[co] == nil then
+        error(fname .. ": call it from the phase itself, not from a coroutine of your own", 3)
+    end
 end
 
 setmetatable(M, {
@@ -252,7 +263,10 @@ end
 -- ---- moongate.upstream: the request sent to the upstream ----
 
 local function header_op(fname, side, op, name, value)
-    need_request(fname)
+    local phase = C.gw_pdk_phase()
+    if phase == 0 or phase == PHASE_TIMER then
+        error(fname .. ": not available outside a request phase", 4)
+    end
     check_string(fname, "name", name, 4)
     if op ~= HDR_CLEAR then
         if type(value) == "number" then
@@ -379,6 +393,7 @@ function M.sleep(seconds)
     if type(seconds) ~= "number" then
         error("moongate.sleep: seconds must be a number", 2)
     end
+    M._need_own_coroutine("moongate.sleep")
     local rc = C.gw_pdk_sleep(seconds, errbuf, 256)
     if rc == GW_AGAIN then
         coroutine.yield()

@@ -255,7 +255,7 @@ local function traceback(err)
     if err == EXIT then
         return EXIT
     end
-    return debug.traceback(tostring(err), 2)
+    return debug.traceback(tostring(err), 1)
 end
 
 -- Run the steps of one phase. Returns nil, "exit", or "error", message.
@@ -282,6 +282,7 @@ function M.run_timer(id)
     if not t.every then
         pdk._timers[id] = nil
     end
+    pdk._set_ctx({})
     local ok, err = xpcall(t.fn, traceback, unpack(t.args, 1, t.n))
     if not ok then
         return "error", "timer failed: " .. tostring(err)
