@@ -7,10 +7,13 @@
  */
 #include "gw_http.h"
 #include "gw_httpc.h"
+#include "gw_redis.h"
 #include "gw_log.h"
 #include "gw_lua.h"
 #include "gw_net.h"
 
+#include <lauxlib.h>
+#include <lua.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,14 +26,17 @@ void gw_lua_pdk_link(void)
 {
 }
 
-/* The worker's HTTP client, made on first use. */
+/* The worker's HTTP and Redis clients, made on first use. */
 static gw_httpc_t *gw_pdk_httpc;
+static gw_redis_t *gw_pdk_redis;
 
 /* Free what the PDK made for the worker (its VM is closing). */
 void gw_lua_pdk_close(void)
 {
     gw_httpc_free(gw_pdk_httpc);
     gw_pdk_httpc = NULL;
+    gw_redis_free(gw_pdk_redis);
+    gw_pdk_redis = NULL;
 }
 
 static int gw_pdk_fail(char *err, size_t errlen, const char *fmt, ...)
@@ -436,6 +442,152 @@ GW_PDK int gw_pdk_http_wait(gw_pdk_batch_t *b)
 GW_PDK gw_httpc_res_t *gw_pdk_http_result(gw_pdk_batch_t *b, int i)
 {
     return i >= 0 && i < b->n ? b->res[i] : NULL;
+}
+
+/* ---- Redis calls (moongate.redis) ---- */
+
+/* Push a reply as Lua values onto the waiting coroutine: strings, numbers,
+ * tables; a nil element as the lightuserdata NULL (cjson.null); an error
+ * element inside an array as { error = "..." }. */
+static void gw_pdk_push_reply(lua_State *co, const gw_redis_reply_t *rep, bool top)
+{
+    luaL_checkstack(co, 4, "redis reply too deep");
+    switch (rep->type) {
+    case GW_REDIS_STRING:
+    case GW_REDIS_STATUS:
+        lua_pushlstring(co, rep->str, rep->len);
+        break;
+    case GW_REDIS_INTEGER:
+        lua_pushnumber(co, (lua_Number)rep->integer);
+        break;
+    case GW_REDIS_ARRAY:
+        lua_createtable(co, (int)rep->elements, 0);
+        for (size_t i = 0; i < rep->elements; i++) {
+            gw_pdk_push_reply(co, &rep->element[i], false);
+            lua_rawseti(co, -2, (int)i + 1);
+        }
+        break;
+    case GW_REDIS_ERROR:
+        if (top) {
+            lua_pushlstring(co, rep->str, rep->len);
+        } else {
+            lua_createtable(co, 0, 1);
+            lua_pushlstring(co, rep->str, rep->len);
+            lua_setfield(co, -2, "error");
+        }
+        break;
+    default:
+        if (top)
+            lua_pushnil(co);
+        else
+            lua_pushlightuserdata(co, NULL);
+        break;
+    }
+}
+
+static void gw_pdk_redis_wake_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    gw_lua_wakeup(t->data, 2);
+}
+
+/* The call ended: leave (value, nil) or (nil, error) on the coroutine's
+ * stack and resume it from a fresh loop callback. */
+static void gw_pdk_redis_cb(void *ud, const gw_redis_reply_t *reply, const char *error)
+{
+    gw_req_t *r = ud;
+    lua_State *co = r->lua_co;
+    r->lua_wait = NULL;
+    r->lua_cancel = NULL;
+    if (error) {
+        lua_pushnil(co);
+        lua_pushstring(co, error);
+    } else if (reply->type == GW_REDIS_ERROR) {
+        lua_pushnil(co);
+        lua_pushlstring(co, reply->str, reply->len);
+    } else {
+        gw_pdk_push_reply(co, reply, true);
+        lua_pushnil(co);
+    }
+    ev_timer_init(&r->lua_timer, gw_pdk_redis_wake_cb, 0., 0.);
+    r->lua_timer.data = r;
+    ev_timer_start(r->w->loop, &r->lua_timer);
+}
+
+static void gw_pdk_redis_cancel(gw_req_t *r)
+{
+    gw_redis_cancel(r->lua_wait);
+    r->lua_wait = NULL;
+}
+
+/* The running coroutine and the worker's Redis client, or NULL with a
+ * message. */
+static gw_req_t *gw_pdk_redis_begin(char *err, size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    if (!r || !r->lua_co || r->lua_wait) {
+        gw_pdk_fail(err, errlen, "needs a request phase or a timer");
+        return NULL;
+    }
+    if (!gw_pdk_redis) {
+        const char *url = r->w->cfg->redis_url;
+        if (!url) {
+            gw_pdk_fail(err, errlen, "no redis.url in the config");
+            return NULL;
+        }
+        gw_pdk_redis = gw_redis_new(r->w->loop, url, 8, err, errlen);
+        if (!gw_pdk_redis)
+            return NULL;
+    }
+    return r;
+}
+
+/* Wait for call c (NULL: invalid arguments). GW_AGAIN, or GW_ERROR. */
+static int gw_pdk_redis_wait(gw_req_t *r, gw_redis_call_t *c, char *err, size_t errlen)
+{
+    if (!c)
+        return gw_pdk_fail(err, errlen, "invalid command");
+    r->lua_wait = c;
+    r->lua_cancel = gw_pdk_redis_cancel;
+    r->lua_waiting = true;
+    return GW_AGAIN;
+}
+
+/* One command; on GW_AGAIN the Lua side yields and gets (value, err). */
+GW_PDK int gw_pdk_redis_command(int argc, const char **argv, const size_t *lens, double timeout,
+                                char *err, size_t errlen)
+{
+    gw_req_t *r = gw_pdk_redis_begin(err, errlen);
+    if (!r)
+        return GW_ERROR;
+    return gw_pdk_redis_wait(
+        r, gw_redis_command(gw_pdk_redis, argc, argv, lens, timeout, gw_pdk_redis_cb, r), err,
+        errlen);
+}
+
+/* Several commands on one connection; the value is a list of replies. */
+GW_PDK int gw_pdk_redis_pipeline(int ncmds, const int *argcs, const char **argv, const size_t *lens,
+                                 double timeout, char *err, size_t errlen)
+{
+    gw_req_t *r = gw_pdk_redis_begin(err, errlen);
+    if (!r)
+        return GW_ERROR;
+    return gw_pdk_redis_wait(
+        r, gw_redis_pipeline(gw_pdk_redis, ncmds, argcs, argv, lens, timeout, gw_pdk_redis_cb, r),
+        err, errlen);
+}
+
+/* A Lua script by its SHA1, loaded into Redis when missing. */
+GW_PDK int gw_pdk_redis_script(const char *script, size_t len, int nkeys, int argc,
+                               const char **argv, const size_t *lens, double timeout, char *err,
+                               size_t errlen)
+{
+    gw_req_t *r = gw_pdk_redis_begin(err, errlen);
+    if (!r)
+        return GW_ERROR;
+    return gw_pdk_redis_wait(r,
+                             gw_redis_script(gw_pdk_redis, script, len, nkeys, argc, argv, lens,
+                                             timeout, gw_pdk_redis_cb, r),
+                             err, errlen);
 }
 
 /* ---- logging ---- */

@@ -548,6 +548,26 @@ Upstream.__index = Upstream
 --- Start the test upstream. opts.name (default "upstream"), opts.port
 -- (default a free one). Returns an object with .port, .name, .pid, :stop(),
 -- :stats() ({requests=, connections=}), :set_health(status).
+--- Start a redis-server on a free loopback port (no persistence); returns
+-- an object with .port, :address(), :stop().
+function helpers.start_redis(opts)
+    opts = opts or {}
+    local port = opts.port or helpers.free_port()
+    local dir = helpers.tmpdir()
+    local red = setmetatable({ kind = "redis", name = "redis", port = port, dir = dir }, Upstream)
+    start_process(red, {
+        "redis-server", "--port", tostring(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", dir,
+    }, dir .. "/output.log")
+    local ok, err = helpers.wait_for_port(port, opts.timeout or 5, red)
+    if not ok then
+        local out = red:output()
+        red:stop()
+        error("redis-server on port " .. port .. " did not start: " .. err .. "\n" .. out, 2)
+    end
+    return red
+end
+
 function helpers.start_upstream(opts)
     opts = opts or {}
     if not helpers.file_exists(helpers.upstream_bin) then

@@ -57,6 +57,7 @@ local M = {
     json = cjson,
     shared = require "moongate.shared",
     http = require "moongate.http",
+    redis = require "moongate.redis",
     timer = {},
 }
 
