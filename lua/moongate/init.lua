@@ -58,6 +58,7 @@ local M = {
     shared = require "moongate.shared",
     http = require "moongate.http",
     redis = require "moongate.redis",
+    crypto = require "moongate.crypto",
     timer = {},
 }
 
