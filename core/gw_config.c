@@ -820,6 +820,36 @@ static void gw_cdecode_strings(gw_cnode_ctx_t *c, const gw_cnode_t *parent, cons
     gw_cnode_path_pop(c, m);
 }
 
+/* `consumers`: a list of maps with only `username` (required), `credentials`
+ * and `plugins`; their contents are checked by the plugin runtime. */
+static void gw_cdecode_consumers(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_config_t *cfg)
+{
+    static const char *const fields[] = {"username", "credentials", "plugins", NULL};
+    const gw_cnode_t *v = gw_cnode_field(root, "consumers");
+    if (!v)
+        return;
+    size_t m = gw_cnode_path_key(c, "consumers");
+    bool ok = v->kind == GW_CNODE_LIST;
+    if (!ok)
+        gw_cnode_expect(c, v, "a list of consumers");
+    for (size_t i = 0; ok && i < v->nitems; i++) {
+        size_t mi = gw_cnode_path_index(c, i);
+        const gw_cnode_t *item = v->items[i];
+        if (!gw_cnode_check_map(c, item, fields, "field")) {
+            ok = false;
+        } else if (!gw_cnode_field(item, "username")) {
+            gw_cnode_report_key(c, item->line, "username", "required field missing");
+            ok = false;
+        } else {
+            ok = gw_cdecode_plugins(c, item) || !gw_cnode_field(item, "plugins");
+        }
+        gw_cnode_path_pop(c, mi);
+    }
+    gw_cnode_path_pop(c, m);
+    if (ok)
+        cfg->consumers = v;
+}
+
 /* `shared_dicts`: a map from dictionary name to its size (at least 64k). */
 static void gw_cdecode_shared_dicts(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_config_t *cfg)
 {
@@ -940,10 +970,10 @@ static void gw_config_defaults(gw_config_t *cfg)
 /* Decode the whole document (NULL for an empty one) into cfg. */
 static void gw_cdecode(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_config_t *cfg)
 {
-    static const char *const fields[] = {"listen",    "workers",      "status",       "admin",
-                                         "redis",     "limits",       "timeouts",     "access_log",
-                                         "error_log", "pid_file",     "upstreams",    "routes",
-                                         "plugins",   "plugin_paths", "shared_dicts", NULL};
+    static const char *const fields[] = {
+        "listen",   "workers",      "status",       "admin",     "redis",     "limits",
+        "timeouts", "access_log",   "error_log",    "pid_file",  "upstreams", "routes",
+        "plugins",  "plugin_paths", "shared_dicts", "consumers", NULL};
     bool pid_enabled = true;
     gw_config_defaults(cfg);
     if (root && root->kind != GW_CNODE_NULL && gw_cnode_check_map(c, root, fields, "field")) {
@@ -962,6 +992,7 @@ static void gw_cdecode(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_config_t *c
         cfg->plugins = gw_cdecode_plugins(c, root);
         gw_cdecode_strings(c, root, "plugin_paths", &cfg->plugin_paths, &cfg->nplugin_paths);
         gw_cdecode_shared_dicts(c, root, cfg);
+        gw_cdecode_consumers(c, root, cfg);
     } else {
         gw_cdecode_workers(c, NULL, cfg);
     }

@@ -171,7 +171,10 @@ typedef struct {
     size_t nshared_dicts;
 
     const struct gw_cnode_s *plugins; /* global `plugins`, for every route */
-    char **plugin_paths;              /* directories searched for plugins */
+    /* `consumers`: a list of { username, credentials, plugins }, checked by
+     * the plugin runtime. */
+    const struct gw_cnode_s *consumers;
+    char **plugin_paths; /* directories searched for plugins */
     size_t nplugin_paths;
     struct gw_cnode_s *doc; /* the whole document, owned */
 } gw_config_t;

@@ -213,6 +213,12 @@ static void gw_lua_push_spec(lua_State *L, const gw_config_t *cfg)
         lua_rawseti(L, -2, (int)i + 1);
     }
     lua_setfield(L, spec, "routes");
+    if (cfg->consumers) {
+        char path[GW_CNODE_PATH_MAX];
+        size_t plen = (size_t)snprintf(path, sizeof path, "consumers");
+        gw_lua_push_node(L, cfg->consumers, path, plen, sizeof path, lines);
+        lua_setfield(L, spec, "consumers");
+    }
     lua_pushvalue(L, lines);
     lua_setfield(L, spec, "lines");
     lua_pop(L, 1); /* lines */
@@ -272,7 +278,7 @@ static int gw_lua_configure(lua_State *L, const gw_config_t *cfg, gw_config_erro
 
 static bool gw_lua_config_has_plugins(const gw_config_t *cfg)
 {
-    if (cfg->plugins)
+    if (cfg->plugins || cfg->consumers)
         return true;
     for (size_t i = 0; i < cfg->nroutes; i++)
         if (cfg->routes[i].plugins)

@@ -59,6 +59,7 @@ local M = {
     http = require "moongate.http",
     redis = require "moongate.redis",
     crypto = require "moongate.crypto",
+    consumer = {},
     timer = {},
 }
 
@@ -385,6 +386,78 @@ end
 
 function response.clear_header(name)
     header_op("moongate.response.clear_header", SIDE_RESPONSE, HDR_CLEAR, name)
+end
+
+-- ---- moongate.consumer ----
+
+-- The config's consumers (set by the runtime) and the consumer identified
+-- for each request, by its ctx table.
+local consumers = { list = {}, by_name = {}, confs = {} }
+local consumer_of = setmetatable({}, { __mode = "k" })
+local indexes = {}
+
+function M._set_consumers(c)
+    consumers = c
+    indexes = {}
+end
+
+function M._consumer_conf(ctx, plugin)
+    local c = consumer_of[ctx]
+    local confs = c and consumers.confs[c]
+    return confs and confs[plugin] or nil
+end
+
+local consumer = M.consumer
+
+--- The consumer with this username, or nil.
+function consumer.by_username(username)
+    return consumers.by_name[username]
+end
+
+--- The consumer whose `credentials[kind]` has `field` equal to value (a
+-- consumer may list several credentials of a kind), or nil. E.g.
+-- moongate.consumer.lookup("api-key", "key", presented_key).
+function consumer.lookup(kind, field, value)
+    if type(kind) ~= "string" or type(field) ~= "string" then
+        error("moongate.consumer.lookup: kind and field must be strings", 2)
+    end
+    local key = kind .. "\0" .. field
+    local index = indexes[key]
+    if not index then
+        index = {}
+        for _, c in ipairs(consumers.list) do
+            local creds = c.credentials[kind]
+            if type(creds) == "table" then
+                local list = creds[1] ~= nil and creds or { creds }
+                for _, cred in ipairs(list) do
+                    if type(cred) == "table" and cred[field] ~= nil then
+                        index[cred[field]] = c
+                    end
+                end
+            end
+        end
+        indexes[key] = index
+    end
+    return index[value]
+end
+
+--- Identify the request's consumer: plugins that run after this, in this
+-- and later phases, get the consumer's own settings when it has some.
+function consumer.set(c)
+    need_request("moongate.consumer.set")
+    if c ~= nil and consumers.confs[c] == nil then
+        error("moongate.consumer.set: not a consumer of the config", 2)
+    end
+    local ctx = M.ctx
+    if ctx then
+        consumer_of[ctx] = c
+    end
+end
+
+--- The request's consumer, or nil.
+function consumer.get()
+    local ctx = M.ctx
+    return ctx and consumer_of[ctx] or nil
 end
 
 -- ---- moongate.sleep ----

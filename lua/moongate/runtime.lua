@@ -201,6 +201,45 @@ local function build_chain(list)
     return chain
 end
 
+-- Check `consumers` and build their table: { list, by_name, confs } where
+-- confs[consumer][plugin] is the consumer's validated settings.
+local function load_consumers(spec, plugins, dirs, errs)
+    local out = { list = {}, by_name = {}, confs = {}, names = {} }
+    for i, c in ipairs(spec.consumers or {}) do
+        local path = ("consumers[%d]"):format(i - 1)
+        local username = c.username
+        if type(username) ~= "string" or username == "" then
+            errs[#errs + 1] = { path = path .. ".username", line = line_of(spec.lines, path),
+                message = "expected a non-empty string" }
+        elseif out.by_name[username] then
+            errs[#errs + 1] = { path = path .. ".username",
+                line = line_of(spec.lines, path .. ".username"),
+                message = ("duplicate consumer %q"):format(username) }
+        else
+            local creds = c.credentials
+            if creds ~= nil and type(creds) ~= "table" then
+                errs[#errs + 1] = { path = path .. ".credentials",
+                    line = line_of(spec.lines, path .. ".credentials"), message = "expected a map" }
+                creds = nil
+            end
+            local consumer = { username = username, credentials = creds or {} }
+            local list = {}
+            instances(c.plugins, path .. ".plugins", plugins, dirs, spec, list, errs)
+            local confs = {}
+            for _, inst in ipairs(list) do
+                confs[inst.name] = inst.conf
+                if not out.names[inst.name] then
+                    out.names[inst.name] = inst
+                end
+            end
+            out.list[#out.list + 1] = consumer
+            out.by_name[username] = consumer
+            out.confs[consumer] = confs
+        end
+    end
+    return out
+end
+
 --- Load the plugins of a config and build every route's chain.
 -- spec = { file, plugin_paths, global, routes = { {name, plugins, order} },
 -- lines = { [document path] = line } } (built by core/gw_lua.c).
@@ -218,6 +257,7 @@ function M.configure(spec)
     local plugins, errs = {}, {}
     local global = {}
     instances(spec.global, "plugins", plugins, dirs, spec, global, errs)
+    local consumers = load_consumers(spec, plugins, dirs, errs)
     local new_chains, phases = {}, {}
     for i, route in ipairs(spec.routes or {}) do
         local list, own = {}, {}
@@ -230,6 +270,14 @@ function M.configure(spec)
         for _, inst in ipairs(global) do
             if not own[inst.name] then
                 list[#list + 1] = inst
+                own[inst.name] = true
+            end
+        end
+        -- Plugins set only on consumers run (with the consumer's settings)
+        -- once a plugin has identified that consumer.
+        for name, inst in pairs(consumers.names) do
+            if not own[name] then
+                list[#list + 1] = { name = name, plugin = inst.plugin, conf = nil }
             end
         end
         sort_chain(list, route.order, i - 1, spec, errs)
@@ -246,6 +294,7 @@ function M.configure(spec)
         return nil, errs
     end
     chains = new_chains
+    pdk._set_consumers(consumers)
     return phases
 end
 
@@ -258,10 +307,16 @@ local function traceback(err)
     return debug.traceback(tostring(err), 1)
 end
 
--- Run the steps of one phase. Returns nil, "exit", or "error", message.
+-- Run the steps of one phase, each with its settings: the identified
+-- consumer's own, else the route's (a step with neither is skipped).
+-- Returns nil, "exit", or "error", message.
 local function run_steps(steps, phase, ctx)
     for _, step in ipairs(steps) do
-        local ok, err = xpcall(step.fn, traceback, step.conf, ctx)
+        local conf = pdk._consumer_conf(ctx, step.name) or step.conf
+        local ok, err = true, nil
+        if conf then
+            ok, err = xpcall(step.fn, traceback, conf, ctx)
+        end
         if not ok then
             if err == EXIT then
                 return "exit"
