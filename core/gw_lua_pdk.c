@@ -260,6 +260,8 @@ GW_PDK int gw_pdk_resp_set_status(int status, char *err, size_t errlen)
                            gw_pdk_phase_name());
     if (status < 200 || status > 599)
         return gw_pdk_fail(err, errlen, "invalid status %d", status);
+    if ((status == 204 || status == 304) && r->rbody_mode != GW_BODY_NONE)
+        return gw_pdk_fail(err, errlen, "%d has no body, but this response has one", status);
     r->status = status;
     return GW_OK;
 }
