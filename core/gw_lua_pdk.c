@@ -224,6 +224,46 @@ GW_PDK int gw_pdk_upstream_set_path(const char *path, size_t len, char *err, siz
     return GW_OK;
 }
 
+/* Send the request upstream with this query string (without "?"; empty
+ * for none). */
+GW_PDK int gw_pdk_upstream_set_query(const char *q, size_t len, char *err, size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    if (r->lua_phase != GW_LUA_ACCESS)
+        return gw_pdk_fail(err, errlen, "not allowed in %s: only in rewrite or access",
+                           gw_pdk_phase_name());
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)q[i];
+        if (ch <= 0x20 || ch == 0x7f || ch == '#')
+            return gw_pdk_fail(err, errlen, "invalid character in query (byte %zu)", i);
+    }
+    const char *kept = len ? gw_pdk_keep(r, q, len) : "";
+    if (!kept)
+        return gw_pdk_fail(err, errlen, "query too long");
+    r->up_query = (gw_str_t){kept, len};
+    r->up_query_set = true;
+    return GW_OK;
+}
+
+/* Send the request upstream with this method (a token, e.g. "POST"). */
+GW_PDK int gw_pdk_upstream_set_method(const char *m, size_t len, char *err, size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    if (r->lua_phase != GW_LUA_ACCESS)
+        return gw_pdk_fail(err, errlen, "not allowed in %s: only in rewrite or access",
+                           gw_pdk_phase_name());
+    if (!gw_http_is_token((gw_str_t){m, len}) || len > 32)
+        return gw_pdk_fail(err, errlen, "invalid method");
+    bool head = len == 4 && memcmp(m, "HEAD", 4) == 0;
+    if (head != (r->parser.method == HTTP_HEAD))
+        return gw_pdk_fail(err, errlen, "cannot change a request to or from HEAD");
+    const char *kept = gw_pdk_keep(r, m, len);
+    if (!kept)
+        return gw_pdk_fail(err, errlen, "out of room");
+    r->up_method = (gw_str_t){kept, len};
+    return GW_OK;
+}
+
 /* ---- the response ---- */
 
 /* Record the answer moongate.response.exit gives (access phase only). */

@@ -181,28 +181,27 @@ static void gw_out_target(gw_out_t *o, gw_req_t *r)
 {
     const gw_route_conf_t *route = r->match.route;
     if (r->up_path.len) {
-        /* moongate.upstream.set_path */
-        gw_out_str(o, r->up_path);
-        if (r->has_query) {
-            GW_OUT_LIT(o, "?");
-            gw_out_str(o, r->query);
+        gw_out_str(o, r->up_path); /* moongate.upstream.set_path */
+    } else if (!route->strip_path || r->match.strip_len == 0) {
+        const char *q = memchr(r->url.p, '?', r->url.len);
+        gw_out_add(o, r->url.p, q ? (size_t)(q - r->url.p) : r->url.len);
+    } else {
+        gw_str_t rest = {r->path + r->match.strip_len, r->path_len - r->match.strip_len};
+        if (rest.len == 0 || rest.p[0] != '/')
+            GW_OUT_LIT(o, "/");
+        ssize_t n = o->overflow ? -1 : gw_path_encode(rest, o->p + o->len, o->cap - o->len);
+        if (n < 0) {
+            o->overflow = true;
+            return;
         }
-        return;
+        o->len += (size_t)n;
     }
-    if (!route->strip_path || r->match.strip_len == 0) {
-        gw_out_str(o, r->url);
-        return;
-    }
-    gw_str_t rest = {r->path + r->match.strip_len, r->path_len - r->match.strip_len};
-    if (rest.len == 0 || rest.p[0] != '/')
-        GW_OUT_LIT(o, "/");
-    ssize_t n = o->overflow ? -1 : gw_path_encode(rest, o->p + o->len, o->cap - o->len);
-    if (n < 0) {
-        o->overflow = true;
-        return;
-    }
-    o->len += (size_t)n;
-    if (r->has_query) {
+    if (r->up_query_set) {
+        if (r->up_query.len) { /* moongate.upstream.set_query */
+            GW_OUT_LIT(o, "?");
+            gw_out_str(o, r->up_query);
+        }
+    } else if (r->has_query) {
         GW_OUT_LIT(o, "?");
         gw_out_str(o, r->query);
     }
@@ -295,7 +294,7 @@ static int gw_build_request_head(gw_req_t *r)
     if (!r->out)
         r->out = gw_buf_get(&w->bufs);
     gw_out_t o = {r->out->data, 0, r->out->cap, false};
-    gw_out_str(&o, r->method);
+    gw_out_str(&o, r->up_method.len ? r->up_method : r->method);
     GW_OUT_LIT(&o, " ");
     gw_out_target(&o, r);
     GW_OUT_LIT(&o, " HTTP/1.1\r\nHost: ");

@@ -172,7 +172,10 @@ struct gw_req_s {
     int exit_status; /* moongate.response.exit */
     char *exit_body;
     size_t exit_body_len;
-    gw_str_t up_path;  /* moongate.upstream.set_path, in the arena */
+    gw_str_t up_path;   /* moongate.upstream.set_path, in the arena */
+    gw_str_t up_query;  /* moongate.upstream.set_query, in the arena */
+    gw_str_t up_method; /* moongate.upstream.set_method, in the arena */
+    bool up_query_set;
     gw_buf_t *held_in; /* the request head, kept for the log phase */
     int timer_id;      /* the moongate.timer this task runs, or 0 */
 };

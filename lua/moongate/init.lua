@@ -28,6 +28,8 @@ int gw_pdk_req_header(int i, gw_str_t *name, gw_str_t *value);
 int gw_pdk_header_op(int side, int op, const char *name, size_t nlen, const char *value,
                      size_t vlen, char *err, size_t errlen);
 int gw_pdk_upstream_set_path(const char *path, size_t len, char *err, size_t errlen);
+int gw_pdk_upstream_set_query(const char *q, size_t len, char *err, size_t errlen);
+int gw_pdk_upstream_set_method(const char *m, size_t len, char *err, size_t errlen);
 int gw_pdk_exit(int status, const char *body, size_t len, char *err, size_t errlen);
 int gw_pdk_resp_status(void);
 int gw_pdk_resp_set_status(int status, char *err, size_t errlen);
@@ -309,6 +311,49 @@ function upstream.set_path(path)
     local rc = C.gw_pdk_upstream_set_path(path, #path, errbuf, 256)
     if rc ~= GW_OK then
         error("moongate.upstream.set_path: " .. ffi.string(errbuf), 2)
+    end
+end
+
+local function escape(s)
+    return (tostring(s):gsub("[^%w%-%._~]", function(c)
+        return ("%%%02X"):format(c:byte())
+    end))
+end
+
+--- Send the request upstream with this query: a raw string (without "?"),
+-- or a table of arguments (name -> value, or a list of values; true for a
+-- name without value), which is percent-encoded. "" or {} sends none.
+function upstream.set_query(query)
+    need_request("moongate.upstream.set_query")
+    if type(query) == "table" then
+        local names, parts = {}, {}
+        for name in pairs(query) do
+            names[#names + 1] = tostring(name)
+        end
+        table.sort(names)
+        for _, name in ipairs(names) do
+            local v = query[name]
+            local values = type(v) == "table" and v or { v }
+            for _, one in ipairs(values) do
+                parts[#parts + 1] = one == true and escape(name) or (escape(name) .. "=" .. escape(one))
+            end
+        end
+        query = table.concat(parts, "&")
+    end
+    check_string("moongate.upstream.set_query", "query", query)
+    local rc = C.gw_pdk_upstream_set_query(query, #query, errbuf, 256)
+    if rc ~= GW_OK then
+        error("moongate.upstream.set_query: " .. ffi.string(errbuf), 2)
+    end
+end
+
+--- Send the request upstream with this method.
+function upstream.set_method(method)
+    need_request("moongate.upstream.set_method")
+    check_string("moongate.upstream.set_method", "method", method)
+    local rc = C.gw_pdk_upstream_set_method(method, #method, errbuf, 256)
+    if rc ~= GW_OK then
+        error("moongate.upstream.set_method: " .. ffi.string(errbuf), 2)
     end
 end
 

@@ -37,6 +37,8 @@ describe("plugins: runtime", function()
                 route("fail-header", "/fail-header", { ["probe-a"] = { fail_in = "header_filter" } }),
                 route("fail-log", "/fail-log", { ["probe-a"] = { fail_in = "log" } }),
                 route("path", "/path", { ["probe-a"] = { set_path = "/echo/rewritten" } }),
+                route("query", "/query", { ["probe-a"] = { set_query = "x=1&y=two", set_method = "PUT" } }),
+                route("noquery", "/noquery", { ["probe-a"] = { set_query = "" } }),
             },
         }
     end)
@@ -85,6 +87,15 @@ describe("plugins: runtime", function()
             agent = "spec-agent",
         }, res.json)
         assert.equal(before, up:stats().requests)
+    end)
+
+    it("rewrites the upstream method and query, keeping the path", function()
+        local res = assert(helpers.http(gw.port, { path = "/query/a?old=1" }))
+        assert.equal(200, res.status)
+        assert.equal("PUT", res.json.method)
+        assert.equal("/query/a?x=1&y=two", res.json.path)
+        res = assert(helpers.http(gw.port, { path = "/noquery/b?old=1" }))
+        assert.equal("/noquery/b", res.json.path)
     end)
 
     it("rewrites the upstream path and keeps the query", function()
