@@ -837,6 +837,144 @@ static int gw_conn_parse_body(gw_conn_t *c)
     return GW_OK;
 }
 
+/* ---- the body for plugins ---- */
+
+typedef struct {
+    char *p;
+    size_t len;
+} gw_body_acc_t;
+
+static int gw_body_acc_cb(llhttp_t *p, const char *at, size_t len)
+{
+    gw_body_acc_t *acc = p->data;
+    memcpy(acc->p + acc->len, at, len);
+    acc->len += len;
+    return 0;
+}
+
+/* Decode the chunked body bytes [from, to) of c->in (checked already by
+ * the request's parser) into a new buffer of at most to - from bytes. */
+static void gw_body_dechunk(gw_req_t *r, const char *raw, size_t rawlen)
+{
+    static const char head[] = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    llhttp_settings_t s;
+    llhttp_settings_init(&s);
+    s.on_body = gw_body_acc_cb;
+    gw_body_acc_t acc = {gw_xmalloc(rawlen + 1), 0};
+    llhttp_t p;
+    llhttp_init(&p, HTTP_REQUEST, &s);
+    p.data = &acc;
+    llhttp_execute(&p, head, sizeof head - 1);
+    llhttp_execute(&p, raw, rawlen);
+    r->body_copy = acc.p;
+    r->body_copy_len = acc.len;
+}
+
+/* Move the head slices of r from buffer `from` to buffer `to` (same
+ * offsets). */
+static void gw_req_rebase(gw_req_t *r, const char *from, char *to)
+{
+#define GW_REBASE(s)                                                                               \
+    do {                                                                                           \
+        if ((s).p)                                                                                 \
+            (s).p = to + ((s).p - from);                                                           \
+    } while (0)
+    GW_REBASE(r->method);
+    GW_REBASE(r->url);
+    GW_REBASE(r->host);
+    GW_REBASE(r->host_header);
+    GW_REBASE(r->query);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        GW_REBASE(r->headers[i].name);
+        GW_REBASE(r->headers[i].value);
+    }
+#undef GW_REBASE
+}
+
+/* Give c->in room for `need` bytes: a larger buffer of its own, holding
+ * the same bytes. */
+static void gw_conn_grow_in(gw_conn_t *c, size_t need)
+{
+    gw_buf_t *old = c->in;
+    if (old->cap >= need)
+        return;
+    gw_buf_t *b = gw_xmalloc(sizeof(gw_buf_t) + need);
+    b->next = NULL;
+    b->cap = need;
+    b->start = old->start;
+    b->end = old->end;
+    memcpy(b->data, old->data, old->end);
+    gw_req_rebase(c->req, old->data, b->data);
+    c->in = b;
+    gw_buf_put(&c->w->bufs, old);
+}
+
+int gw_conn_request_body(gw_req_t *r, size_t max, const char **p, size_t *len)
+{
+    gw_conn_t *c = r->c;
+    if (r->body_copy) {
+        *p = r->body_copy;
+        *len = r->body_copy_len;
+        return GW_OK;
+    }
+    if (r->body_mode == GW_BODY_NONE) {
+        *p = "";
+        *len = 0;
+        return GW_OK;
+    }
+    /* llhttp counts down content_length as the body is parsed. */
+    uint64_t total = (uint64_t)r->body_received + r->parser.content_length;
+    if ((r->body_mode == GW_BODY_LENGTH && total > max) || (uint64_t)r->body_received > max)
+        return GW_DECLINED;
+    if (r->body_done) {
+        const char *raw = c->in->data + r->head_len;
+        size_t rawlen = r->msg_end - r->head_len;
+        if (r->body_mode == GW_BODY_LENGTH) {
+            *p = raw;
+            *len = rawlen;
+            return GW_OK;
+        }
+        gw_body_dechunk(r, raw, rawlen);
+        *p = r->body_copy;
+        *len = r->body_copy_len;
+        return GW_OK;
+    }
+    /* Room for the whole body (chunk framing included), then wait for it. */
+    size_t room = r->body_mode == GW_BODY_LENGTH ? (size_t)total : max + max / 8 + 4096;
+    if (c->in->end == c->in->cap && c->in->cap >= r->head_len + room)
+        return GW_DECLINED; /* full of chunk framing */
+    gw_conn_grow_in(c, r->head_len + room + 1);
+    if (r->expect_continue) {
+        /* The client waits for this before it sends the body. */
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (write(c->fd, cont, sizeof cont - 1) != (ssize_t)(sizeof cont - 1))
+            return GW_DECLINED;
+        r->expect_continue = false;
+    }
+    r->body_waiting = true;
+    gw_io_set(c->w->loop, &c->io, EV_READ | (c->io.events & EV_WRITE));
+    gw_conn_timer_set(c, c->w->cfg->timeouts.client_body);
+    return GW_AGAIN;
+}
+
+static void gw_conn_body_wake_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    gw_lua_wakeup(t->data, 0);
+}
+
+/* More body arrived: wake the plugin waiting for the whole body once it is
+ * complete or the buffer is full. */
+static void gw_conn_body_check(gw_conn_t *c)
+{
+    gw_req_t *r = c->req;
+    if (!r->body_waiting || !(r->body_done || c->in->end == c->in->cap))
+        return;
+    r->body_waiting = false;
+    ev_timer_init(&r->lua_timer, gw_conn_body_wake_cb, 0., 0.);
+    r->lua_timer.data = r;
+    ev_timer_start(c->w->loop, &r->lua_timer);
+}
+
 void gw_conn_want_body(gw_conn_t *c)
 {
     gw_req_t *r = c->req;
@@ -880,6 +1018,7 @@ static void gw_conn_read_body(gw_conn_t *c)
         gw_io_set(w->loop, &c->io, c->io.events & ~EV_READ);
     if (r->body_done && !(c->io.events & EV_WRITE))
         ev_timer_stop(w->loop, &c->timer);
+    gw_conn_body_check(c);
     gw_proxy_send_body(r);
 }
 

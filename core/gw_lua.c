@@ -393,6 +393,9 @@ void gw_lua_req_release(gw_req_t *r)
     r->nhdr_ops = 0;
     free(r->exit_body);
     r->exit_body = NULL;
+    free(r->body_copy);
+    r->body_copy = NULL;
+    r->body_waiting = false;
     gw_buf_put(&r->w->bufs, r->held_in);
     r->held_in = NULL;
 }

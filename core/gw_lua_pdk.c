@@ -145,6 +145,24 @@ GW_PDK int gw_pdk_req_header(int i, gw_str_t *name, gw_str_t *value)
     return GW_OK;
 }
 
+/* The whole request body (rewrite and access; decoded). GW_OK with *p
+ * and *len, GW_AGAIN when the Lua side must yield until it has arrived,
+ * GW_DECLINED when it is longer than max, GW_ERROR with a message. */
+GW_PDK int gw_pdk_req_body(size_t max, const char **p, size_t *len, char *err, size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    if (r->lua_phase != GW_LUA_ACCESS || !r->c)
+        return gw_pdk_fail(err, errlen, "not allowed in %s: only in rewrite or access",
+                           gw_pdk_phase_name());
+    int64_t limit = r->body_limit;
+    if (limit > 0 && (uint64_t)limit < max)
+        max = (size_t)limit;
+    int rc = gw_conn_request_body(r, max, p, len);
+    if (rc == GW_AGAIN)
+        r->lua_waiting = true;
+    return rc;
+}
+
 /* ---- header changes ---- */
 
 /* Copy len bytes into the request's arena; NULL when it is full. */

@@ -176,6 +176,9 @@ struct gw_req_s {
     gw_str_t up_query;  /* moongate.upstream.set_query, in the arena */
     gw_str_t up_method; /* moongate.upstream.set_method, in the arena */
     bool up_query_set;
+    bool body_waiting; /* a plugin waits for the whole request body */
+    char *body_copy;   /* the decoded body, for moongate.request.get_body */
+    size_t body_copy_len;
     gw_buf_t *held_in; /* the request head, kept for the log phase */
     int timer_id;      /* the moongate.timer this task runs, or 0 */
 };
@@ -274,6 +277,12 @@ void gw_conn_want_body(gw_conn_t *c);
 /* The access phase of r ended: GW_OK goes on to the upstream, GW_DONE
  * means the request was answered. */
 void gw_conn_access_done(gw_req_t *r, int rc);
+/*
+ * The whole request body, for a plugin: GW_OK with *p, *len (decoded;
+ * valid until the request ends), GW_DECLINED when it is longer than max,
+ * or GW_AGAIN after arranging for gw_lua_wakeup once it has arrived.
+ */
+int gw_conn_request_body(gw_req_t *r, size_t max, const char **p, size_t *len);
 /* Answer r with what moongate.response.exit recorded. */
 void gw_conn_exit(gw_req_t *r);
 /* The log phase of a detached request ended: free it. */

@@ -25,6 +25,7 @@ int gw_pdk_req_client_ip(char *buf, size_t size);
 double gw_pdk_req_start_time(void);
 int gw_pdk_req_header_count(void);
 int gw_pdk_req_header(int i, gw_str_t *name, gw_str_t *value);
+int gw_pdk_req_body(size_t max, const char **p, size_t *len, char *err, size_t errlen);
 int gw_pdk_header_op(int side, int op, const char *name, size_t nlen, const char *value,
                      size_t vlen, char *err, size_t errlen);
 int gw_pdk_upstream_set_path(const char *path, size_t len, char *err, size_t errlen);
@@ -257,6 +258,33 @@ function request.get_header(name)
     need_request("moongate.request.get_header")
     check_string("moongate.request.get_header", "name", name)
     return first_header(C.gw_pdk_req_header_count(), C.gw_pdk_req_header, name)
+end
+
+local bodyp = ffi.new("const char *[1]")
+local GW_DECLINED = -4
+
+--- The whole request body (chunked bodies decoded), waiting for it to
+-- arrive; only in rewrite and access. Returns the body, or nil, "body too
+-- large" when it is longer than max_bytes (default 1 MiB; never more than
+-- the route's max_body_size). The body is still sent upstream.
+function request.get_body(max_bytes)
+    need_request("moongate.request.get_body")
+    M._need_own_coroutine("moongate.request.get_body")
+    max_bytes = max_bytes or 1048576
+    if type(max_bytes) ~= "number" or max_bytes < 0 then
+        error("moongate.request.get_body: max_bytes must be a number >= 0", 2)
+    end
+    local rc = C.gw_pdk_req_body(max_bytes, bodyp, lenp, errbuf, 256)
+    if rc == GW_AGAIN then
+        coroutine.yield()
+        rc = C.gw_pdk_req_body(max_bytes, bodyp, lenp, errbuf, 256)
+    end
+    if rc == GW_OK then
+        return ffi.string(bodyp[0], lenp[0])
+    elseif rc == GW_DECLINED then
+        return nil, "body too large"
+    end
+    error("moongate.request.get_body: " .. ffi.string(errbuf), 2)
 end
 
 --- Every request header: lower-case name -> value, or a list when repeated.

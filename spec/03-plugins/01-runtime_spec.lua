@@ -39,6 +39,7 @@ describe("plugins: runtime", function()
                 route("path", "/path", { ["probe-a"] = { set_path = "/echo/rewritten" } }),
                 route("query", "/query", { ["probe-a"] = { set_query = "x=1&y=two", set_method = "PUT" } }),
                 route("noquery", "/noquery", { ["probe-a"] = { set_query = "" } }),
+                route("body", "/body", { ["probe-a"] = { read_body = 100000 } }),
             },
         }
     end)
@@ -96,6 +97,24 @@ describe("plugins: runtime", function()
         assert.equal("/query/a?x=1&y=two", res.json.path)
         res = assert(helpers.http(gw.port, { path = "/noquery/b?old=1" }))
         assert.equal("/noquery/b", res.json.path)
+    end)
+
+    it("lets a plugin read the whole body, which still reaches the upstream", function()
+        local body = ("0123456789"):rep(5000) -- 50 kB: more than one buffer
+        for _, chunked in ipairs { false, true } do
+            local res = assert(helpers.http(gw.port, {
+                method = "POST", path = "/body", body = body, chunked = chunked,
+            }))
+            assert.equal(200, res.status, res.body)
+            assert.equal(tostring(#body), helpers.echo_header(res.json, "X-Body-Length"))
+            assert.equal("0123456789012345", helpers.echo_header(res.json, "X-Body-Head"))
+            assert.equal(#body, res.json.body_length)
+        end
+        local res = assert(helpers.http(gw.port, {
+            method = "POST", path = "/body", body = ("x"):rep(100001),
+        }))
+        assert.equal(413, res.status)
+        assert.equal("body too large", res.json.error)
     end)
 
     it("rewrites the upstream path and keeps the query", function()
