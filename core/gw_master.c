@@ -9,8 +9,8 @@
  */
 #include "gw_master.h"
 
+#include "gw_check.h"
 #include "gw_log.h"
-#include "gw_lua.h"
 #include "gw_metrics.h"
 #include "gw_net.h"
 #include "gw_shdict.h"
@@ -271,11 +271,7 @@ static void gw_master_reload(gw_master_t *m)
 {
     gw_log_info("reloading %s", m->config_path);
     gw_config_errors_t errs = {0};
-    gw_config_t *cfg = gw_config_load(m->config_path, &errs);
-    if (cfg && gw_lua_check_config(cfg, &errs) != GW_OK) {
-        gw_config_free(cfg);
-        cfg = NULL;
-    }
+    gw_config_t *cfg = gw_check_load(m->config_path, &errs);
     if (!cfg) {
         char line[1024];
         for (size_t i = 0; i < errs.count; i++) {
@@ -285,14 +281,6 @@ static void gw_master_reload(gw_master_t *m)
         gw_config_errors_free(&errs);
         return;
     }
-    char err[512];
-    gw_router_t *probe = gw_router_build(cfg, err, sizeof err);
-    if (!probe) {
-        gw_log_error("reload refused: %s: %s", m->config_path, err);
-        gw_config_free(cfg);
-        return;
-    }
-    gw_router_free(probe);
     if (gw_master_shared_dicts(cfg) != GW_OK || gw_master_listen(m, cfg) != GW_OK) {
         gw_log_error("reload refused: cannot open what the new config needs");
         gw_config_free(cfg);

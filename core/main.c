@@ -6,11 +6,10 @@
  *   moongate stop [-c FILE]       tell the running gateway to drain and exit
  *   moongate version
  */
+#include "gw_check.h"
 #include "gw_config.h"
 #include "gw_log.h"
-#include "gw_lua.h"
 #include "gw_master.h"
-#include "gw_router.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -36,11 +35,7 @@ static void gw_usage(FILE *f)
 static gw_config_t *gw_load(const char *file)
 {
     gw_config_errors_t errs = {0};
-    gw_config_t *cfg = gw_config_load(file, &errs);
-    if (cfg && gw_lua_check_config(cfg, &errs) != GW_OK) {
-        gw_config_free(cfg);
-        cfg = NULL;
-    }
+    gw_config_t *cfg = gw_check_load(file, &errs);
     if (!cfg) {
         char line[2048];
         for (size_t i = 0; i < errs.count; i++) {
@@ -48,16 +43,7 @@ static gw_config_t *gw_load(const char *file)
             fprintf(stderr, "%s\n", line);
         }
         gw_config_errors_free(&errs);
-        return NULL;
     }
-    char err[1024];
-    gw_router_t *r = gw_router_build(cfg, err, sizeof err);
-    if (!r) {
-        fprintf(stderr, "%s: %s\n", file, err);
-        gw_config_free(cfg);
-        return NULL;
-    }
-    gw_router_free(r);
     return cfg;
 }
 

@@ -17,6 +17,7 @@
 
 local ffi = require "ffi"
 local cjson = require "cjson.safe"
+local add_value = require "moongate.multimap"
 
 local C = ffi.C
 
@@ -117,16 +118,8 @@ local function result(res)
     end
     local headers = {}
     for i = 0, tonumber(res.nheaders) - 1 do
-        local name = ffi.string(res.headers[2 * i]):lower()
-        local value = ffi.string(res.headers[2 * i + 1])
-        local old = headers[name]
-        if old == nil then
-            headers[name] = value
-        elseif type(old) == "table" then
-            old[#old + 1] = value
-        else
-            headers[name] = { old, value }
-        end
+        add_value(headers, ffi.string(res.headers[2 * i]):lower(),
+            ffi.string(res.headers[2 * i + 1]))
     end
     return {
         status = res.status,

@@ -6,6 +6,7 @@
 
 local ffi = require "ffi"
 local cjson = require "cjson.safe"
+local add_value = require "moongate.multimap"
 
 local C = ffi.C
 
@@ -171,14 +172,7 @@ function request.get_query()
         else
             key, value = unescape(pair), true
         end
-        local old = args[key]
-        if old == nil then
-            args[key] = value
-        elseif type(old) == "table" then
-            old[#old + 1] = value
-        else
-            args[key] = { old, value }
-        end
+        add_value(args, key, value)
     end
     return args
 end
@@ -228,15 +222,7 @@ local function all_headers(count, getter)
     local out = {}
     for i = 0, count - 1 do
         local name, value = header_at(getter, i)
-        name = name:lower()
-        local old = out[name]
-        if old == nil then
-            out[name] = value
-        elseif type(old) == "table" then
-            old[#old + 1] = value
-        else
-            out[name] = { old, value }
-        end
+        add_value(out, name:lower(), value)
     end
     return out
 end
