@@ -66,7 +66,11 @@ local function prepare(i, opts, keep)
     local body = opts.body
     local headers = opts.headers or {}
     if type(body) == "table" then
-        body = cjson.encode(body)
+        local encoded, err = cjson.encode(body)
+        if not encoded then
+            error(("%s: request #%d: cannot encode body: %s"):format(fname, i, err), 4)
+        end
+        body = encoded
         if headers["Content-Type"] == nil and headers["content-type"] == nil then
             headers = setmetatable({ ["Content-Type"] = "application/json" }, { __index = headers })
             for k, v in pairs(opts.headers or {}) do

@@ -36,11 +36,32 @@ local M = {
     null = require("cjson").null,
 }
 
+-- The number of arguments in list; raises unless list is a proper list
+-- (keys 1..n, no nil in the middle).
+local function count(fname, list)
+    local n = 0
+    for _ in ipairs(list) do
+        n = n + 1
+    end
+    for k in pairs(list) do
+        if type(k) ~= "number" or k < 1 or k > n then
+            error(fname .. ": arguments must be a list without nil", 4)
+        end
+    end
+    return n
+end
+
+local function check_timeout(fname)
+    if type(M.timeout) ~= "number" or not (M.timeout > 0) then
+        error(fname .. ": moongate.redis.timeout must be a number of seconds > 0", 3)
+    end
+end
+
 -- Flatten argument lists into C arrays; `keep` anchors the strings.
 local function c_args(lists, keep)
     local n = 0
     for _, list in ipairs(lists) do
-        n = n + #list
+        n = n + count("moongate.redis", list)
     end
     local argv = ffi.new("const char *[?]", n)
     local lens = ffi.new("size_t[?]", n)
@@ -65,6 +86,7 @@ end
 
 local function own(fname)
     require("moongate")._need_own_coroutine(fname)
+    check_timeout(fname)
 end
 
 --- Run one command: call("SET", "k", "v", "EX", 60). Returns the reply,
@@ -93,7 +115,7 @@ function M.pipeline(commands)
         if type(cmd) ~= "table" or #cmd == 0 then
             error("moongate.redis.pipeline: command #" .. i .. " must be a non-empty list", 2)
         end
-        argcs[i - 1] = #cmd
+        argcs[i - 1] = count("moongate.redis.pipeline", cmd)
     end
     local keep = {}
     local argv, lens = c_args(commands, keep)
@@ -110,9 +132,10 @@ function M.eval(script, keys, args)
     end
     keys, args = keys or {}, args or {}
     local keep = { script }
+    local nkeys = count("moongate.redis.eval", keys)
     local argv, lens, n = c_args({ keys, args }, keep)
     return wait("moongate.redis.eval",
-        C.gw_pdk_redis_script(script, #script, #keys, n, argv, lens, M.timeout, errbuf, 256))
+        C.gw_pdk_redis_script(script, #script, nkeys, n, argv, lens, M.timeout, errbuf, 256))
 end
 
 return M

@@ -32,6 +32,13 @@ describe("plugins: moongate.redis", function()
         assert.equal("40", helpers.echo_header(res.json, "X-Scripted"))
     end)
 
+    it("refuses an argument list with a nil in it", function()
+        local res = assert(helpers.http(gw.port, { path = "/hole" }))
+        assert.equal(200, res.status)
+        assert.is_false(res.json.ok)
+        assert.truthy(res.json.err:find("without nil", 1, true), res.json.err)
+    end)
+
     it("returns a Redis error reply as nil, err", function()
         local res = assert(helpers.http(gw.port, { path = "/error" }))
         assert.equal(200, res.status)
