@@ -400,10 +400,13 @@ void gw_lua_req_release(gw_req_t *r)
     r->held_in = NULL;
 }
 
-/* What to name in a log line: the route, or "timer". */
-static const char *gw_lua_where(const gw_req_t *r)
+/* What a log line names: "route NAME", or "timer" for a timer task. */
+static const char *gw_lua_where(const gw_req_t *r, char *buf, size_t size)
 {
-    return r->match.route ? r->match.route->name : "(timer)";
+    if (!r->match.route)
+        return "timer";
+    snprintf(buf, size, "route %s", r->match.route->name);
+    return buf;
 }
 
 static const char *gw_lua_phase_name(int phase)
@@ -421,6 +424,7 @@ static const char *gw_lua_phase_name(int phase)
  */
 static int gw_lua_resume(gw_req_t *r, int nargs)
 {
+    char where[160];
     lua_State *co = r->lua_co;
     gw_req_t *prev = gw_lua_current;
     gw_lua_current = r;
@@ -430,14 +434,15 @@ static int gw_lua_resume(gw_req_t *r, int nargs)
         if (r->lua_waiting)
             return GW_AGAIN;
         lua_settop(co, 0);
-        gw_log_error("route %s: plugin yielded outside a PDK call in %s (request %s)",
-                     gw_lua_where(r), gw_lua_phase_name(r->lua_phase), r->request_id);
+        gw_log_error("%s: plugin yielded outside a PDK call in %s (request %s)",
+                     gw_lua_where(r, where, sizeof where), gw_lua_phase_name(r->lua_phase),
+                     r->request_id);
         gw_lua_drop_coroutine(r);
         return GW_ERROR;
     }
     int result = GW_OK;
     if (rc != 0) {
-        gw_log_error("route %s: Lua error in %s (request %s): %s", gw_lua_where(r),
+        gw_log_error("%s: Lua error in %s (request %s): %s", gw_lua_where(r, where, sizeof where),
                      gw_lua_phase_name(r->lua_phase), r->request_id, lua_tostring(co, -1));
         result = GW_ERROR;
     } else if (lua_gettop(co) >= 1 && lua_isstring(co, 1)) {
@@ -445,7 +450,7 @@ static int gw_lua_resume(gw_req_t *r, int nargs)
         if (strcmp(what, "exit") == 0) {
             result = GW_DONE;
         } else {
-            gw_log_error("route %s: %s (request %s)", gw_lua_where(r),
+            gw_log_error("%s: %s (request %s)", gw_lua_where(r, where, sizeof where),
                          lua_gettop(co) >= 2 ? lua_tostring(co, 2) : what, r->request_id);
             result = GW_ERROR;
         }
@@ -458,6 +463,7 @@ static int gw_lua_resume(gw_req_t *r, int nargs)
  * GW_OK (go on), GW_DONE (answered) or GW_AGAIN. */
 static int gw_lua_finish(gw_req_t *r, int rc)
 {
+    char where[160];
     if (rc == GW_AGAIN || rc == GW_OK)
         return rc;
     if (r->lua_phase == GW_LUA_LOG || r->lua_phase == GW_LUA_TIMER)
@@ -467,9 +473,9 @@ static int gw_lua_finish(gw_req_t *r, int rc)
         return GW_DONE;
     }
     if (rc == GW_DONE)
-        gw_log_error("route %s: moongate.response.exit is only allowed in rewrite and access "
+        gw_log_error("%s: moongate.response.exit is only allowed in rewrite and access "
                      "(request %s)",
-                     gw_lua_where(r), r->request_id);
+                     gw_lua_where(r, where, sizeof where), r->request_id);
     gw_conn_error(r->c, 500, "internal error");
     return GW_DONE;
 }
