@@ -832,7 +832,7 @@ static void gw_cdecode_consumers(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_c
     bool ok = v->kind == GW_CNODE_LIST;
     if (!ok)
         gw_cnode_expect(c, v, "a list of consumers");
-    for (size_t i = 0; ok && i < v->nitems; i++) {
+    for (size_t i = 0; v->kind == GW_CNODE_LIST && i < v->nitems; i++) {
         size_t mi = gw_cnode_path_index(c, i);
         const gw_cnode_t *item = v->items[i];
         if (!gw_cnode_check_map(c, item, fields, "field")) {
@@ -840,8 +840,8 @@ static void gw_cdecode_consumers(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_c
         } else if (!gw_cnode_field(item, "username")) {
             gw_cnode_report_key(c, item->line, "username", "required field missing");
             ok = false;
-        } else {
-            ok = gw_cdecode_plugins(c, item) || !gw_cnode_field(item, "plugins");
+        } else if (!gw_cdecode_plugins(c, item) && gw_cnode_field(item, "plugins")) {
+            ok = false;
         }
         gw_cnode_path_pop(c, mi);
     }

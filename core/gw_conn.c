@@ -913,6 +913,8 @@ int gw_conn_request_body(gw_req_t *r, size_t max, const char **p, size_t *len)
 {
     gw_conn_t *c = r->c;
     if (r->body_copy) {
+        if (r->body_copy_len > max)
+            return GW_DECLINED;
         *p = r->body_copy;
         *len = r->body_copy_len;
         return GW_OK;
@@ -935,20 +937,25 @@ int gw_conn_request_body(gw_req_t *r, size_t max, const char **p, size_t *len)
             return GW_OK;
         }
         gw_body_dechunk(r, raw, rawlen);
+        if (r->body_copy_len > max)
+            return GW_DECLINED;
         *p = r->body_copy;
         *len = r->body_copy_len;
         return GW_OK;
     }
-    /* Room for the whole body (chunk framing included), then wait for it. */
-    size_t room = r->body_mode == GW_BODY_LENGTH ? (size_t)total : max + max / 8 + 4096;
-    if (c->in->end == c->in->cap && c->in->cap >= r->head_len + room)
+    /* Room for the body, then wait for it: all of a Content-Length body at
+     * once; a chunked one (framing included) by doubling, up to its limit. */
+    size_t need =
+        r->head_len + 1 + (r->body_mode == GW_BODY_LENGTH ? (size_t)total : max + max / 8 + 4096);
+    if (c->in->end == c->in->cap && c->in->cap >= need)
         return GW_DECLINED; /* full of chunk framing */
-    gw_conn_grow_in(c, r->head_len + room + 1);
+    size_t grow = r->body_mode == GW_BODY_LENGTH ? need : c->in->cap * 2;
+    gw_conn_grow_in(c, grow < need ? grow : need);
     if (r->expect_continue) {
         /* The client waits for this before it sends the body. */
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         if (write(c->fd, cont, sizeof cont - 1) != (ssize_t)(sizeof cont - 1))
-            return GW_DECLINED;
+            return GW_ERROR;
         r->expect_continue = false;
     }
     r->body_waiting = true;

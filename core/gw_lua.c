@@ -362,8 +362,17 @@ static void gw_lua_timer_task_done(gw_req_t *r);
 
 /* ---- running phases ---- */
 
+/* Forget r's coroutine, and anything it waited on: no wake-up may reach a
+ * coroutine that is gone. */
 static void gw_lua_drop_coroutine(gw_req_t *r)
 {
+    ev_timer_stop(r->w->loop, &r->lua_timer);
+    if (r->lua_cancel) {
+        r->lua_cancel(r);
+        r->lua_cancel = NULL;
+    }
+    r->lua_waiting = false;
+    r->body_waiting = false;
     if (r->lua_co_ref) {
         luaL_unref(r->w->lua->L, LUA_REGISTRYINDEX, r->lua_co_ref);
         r->lua_co_ref = 0;
@@ -375,12 +384,6 @@ void gw_lua_req_release(gw_req_t *r)
 {
     if (!r->w || !r->w->lua)
         return;
-    ev_timer_stop(r->w->loop, &r->lua_timer);
-    if (r->lua_cancel) {
-        r->lua_cancel(r);
-        r->lua_cancel = NULL;
-    }
-    r->lua_waiting = false;
     gw_lua_drop_coroutine(r);
     if (r->lua_ctx_ref) {
         luaL_unref(r->w->lua->L, LUA_REGISTRYINDEX, r->lua_ctx_ref);
@@ -503,6 +506,8 @@ int gw_lua_run(gw_req_t *r, int phase)
  * request go on. */
 void gw_lua_wakeup(gw_req_t *r, int nvalues)
 {
+    if (!r->lua_co)
+        return; /* the coroutine ended meanwhile */
     r->lua_waiting = false;
     int rc = gw_lua_finish(r, gw_lua_resume(r, nvalues));
     if (rc == GW_AGAIN)

@@ -145,6 +145,9 @@ GW_PDK int gw_pdk_req_header(int i, gw_str_t *name, gw_str_t *value)
     return GW_OK;
 }
 
+/* The most a plugin can read of a request body at once. */
+#define GW_PDK_BODY_MAX ((size_t)64 * 1024 * 1024)
+
 /* The whole request body (rewrite and access; decoded). GW_OK with *p
  * and *len, GW_AGAIN when the Lua side must yield until it has arrived,
  * GW_DECLINED when it is longer than max, GW_ERROR with a message. */
@@ -157,9 +160,13 @@ GW_PDK int gw_pdk_req_body(size_t max, const char **p, size_t *len, char *err, s
     int64_t limit = r->body_limit;
     if (limit > 0 && (uint64_t)limit < max)
         max = (size_t)limit;
+    if (max > GW_PDK_BODY_MAX)
+        max = GW_PDK_BODY_MAX;
     int rc = gw_conn_request_body(r, max, p, len);
     if (rc == GW_AGAIN)
         r->lua_waiting = true;
+    else if (rc == GW_ERROR)
+        gw_pdk_fail(err, errlen, "the client connection failed");
     return rc;
 }
 
@@ -270,7 +277,8 @@ GW_PDK int gw_pdk_upstream_set_method(const char *m, size_t len, char *err, size
     if (r->lua_phase != GW_LUA_ACCESS)
         return gw_pdk_fail(err, errlen, "not allowed in %s: only in rewrite or access",
                            gw_pdk_phase_name());
-    if (!gw_http_is_token((gw_str_t){m, len}) || len > 32)
+    if (!gw_http_is_token((gw_str_t){m, len}) || len > 32 ||
+        (len == 7 && memcmp(m, "CONNECT", 7) == 0))
         return gw_pdk_fail(err, errlen, "invalid method");
     bool head = len == 4 && memcmp(m, "HEAD", 4) == 0;
     if (head != (r->parser.method == HTTP_HEAD))

@@ -160,19 +160,16 @@ static bool gw_drop_header(gw_str_t name, const gw_header_t *hs, size_t n)
     return false;
 }
 
+/* Whether the method sent upstream (the client's, or the one a plugin
+ * set) is idempotent, so that a request already sent may be replayed. */
 static bool gw_is_idempotent(const gw_req_t *r)
 {
-    switch (r->parser.method) {
-    case HTTP_GET:
-    case HTTP_HEAD:
-    case HTTP_PUT:
-    case HTTP_DELETE:
-    case HTTP_OPTIONS:
-    case HTTP_TRACE:
-        return true;
-    default:
-        return false;
-    }
+    static const char *const methods[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
+    gw_str_t m = r->up_method.len ? r->up_method : r->method;
+    for (size_t i = 0; i < GW_ARRAY_LEN(methods); i++)
+        if (m.len == strlen(methods[i]) && memcmp(m.p, methods[i], m.len) == 0)
+            return true;
+    return false;
 }
 
 /* Append the request target sent upstream: the client's target as

@@ -257,11 +257,11 @@ function request.get_body(max_bytes)
     need_request("moongate.request.get_body")
     M._need_own_coroutine("moongate.request.get_body")
     max_bytes = max_bytes or 1048576
-    if type(max_bytes) ~= "number" or max_bytes < 0 then
+    if type(max_bytes) ~= "number" or not (max_bytes >= 0) then
         error("moongate.request.get_body: max_bytes must be a number >= 0", 2)
     end
     local rc = C.gw_pdk_req_body(max_bytes, bodyp, lenp, errbuf, 256)
-    if rc == GW_AGAIN then
+    while rc == GW_AGAIN do
         coroutine.yield()
         rc = C.gw_pdk_req_body(max_bytes, bodyp, lenp, errbuf, 256)
     end
@@ -340,13 +340,15 @@ end
 function upstream.set_query(query)
     need_request("moongate.upstream.set_query")
     if type(query) == "table" then
-        local names, parts = {}, {}
-        for name in pairs(query) do
-            names[#names + 1] = tostring(name)
+        local names, parts, keys = {}, {}, {}
+        for key in pairs(query) do
+            local name = tostring(key)
+            names[#names + 1] = name
+            keys[name] = key
         end
         table.sort(names)
         for _, name in ipairs(names) do
-            local v = query[name]
+            local v = query[keys[name]]
             local values = type(v) == "table" and v or { v }
             for _, one in ipairs(values) do
                 parts[#parts + 1] = one == true and escape(name) or (escape(name) .. "=" .. escape(one))
@@ -508,9 +510,11 @@ function consumer.set(c)
         error("moongate.consumer.set: not a consumer of the config", 2)
     end
     local ctx = M.ctx
-    if ctx then
-        consumer_of[ctx] = c
+    if not ctx then
+        error("moongate.consumer.set: call it from the phase itself, not from a coroutine of "
+            .. "your own", 2)
     end
+    consumer_of[ctx] = c
 end
 
 --- The request's consumer, or nil.

@@ -40,6 +40,8 @@ describe("plugins: runtime", function()
                 route("query", "/query", { ["probe-a"] = { set_query = "x=1&y=two", set_method = "PUT" } }),
                 route("noquery", "/noquery", { ["probe-a"] = { set_query = "" } }),
                 route("body", "/body", { ["probe-a"] = { read_body = 100000 } }),
+                route("anybody", "/anybody", { ["probe-a"] = { read_body = 1099511627776 } },
+                    { max_body_size = 0 }),
             },
         }
     end)
@@ -115,6 +117,15 @@ describe("plugins: runtime", function()
         }))
         assert.equal(413, res.status)
         assert.equal("body too large", res.json.error)
+        -- A limit far beyond any buffer, on a route without one: small
+        -- and large chunked bodies alike.
+        for _, size in ipairs { 5, 300000 } do
+            res = assert(helpers.http(gw.port, {
+                method = "POST", path = "/anybody", body = ("y"):rep(size), chunked = true,
+            }))
+            assert.equal(200, res.status, res.body)
+            assert.equal(tostring(size), helpers.echo_header(res.json, "X-Body-Length"))
+        end
     end)
 
     it("rewrites the upstream path and keeps the query", function()
