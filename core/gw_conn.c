@@ -143,12 +143,14 @@ static gw_req_t *gw_req_get(gw_worker_t *w)
 {
     gw_req_t *r = w->free_reqs;
     gw_header_t *headers, *rheaders;
+    gw_hdr_op_t *hdr_ops = NULL;
     char *path;
     if (r) {
         w->free_reqs = r->next_free;
         headers = r->headers;
         rheaders = r->rheaders;
         path = r->path;
+        hdr_ops = r->hdr_ops; /* made on first use by a plugin, then kept */
     } else {
         r = gw_xmalloc(sizeof *r);
         headers = gw_xmalloc(sizeof(gw_header_t) * (size_t)w->cfg->limits.max_headers);
@@ -159,6 +161,7 @@ static gw_req_t *gw_req_get(gw_worker_t *w)
     r->headers = headers;
     r->rheaders = rheaders;
     r->path = path;
+    r->hdr_ops = hdr_ops;
     r->route_slot = -1;
     return r;
 }

@@ -391,9 +391,7 @@ void gw_lua_req_release(gw_req_t *r)
     }
     gw_buf_put(&r->w->bufs, r->lua_arena);
     r->lua_arena = NULL;
-    free(r->hdr_ops);
-    r->hdr_ops = NULL;
-    r->nhdr_ops = 0;
+    r->nhdr_ops = 0; /* the array stays with the request structure */
     free(r->exit_body);
     r->exit_body = NULL;
     free(r->body_copy);

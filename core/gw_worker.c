@@ -122,6 +122,7 @@ static void gw_worker_free(gw_worker_t *w)
         free(r->headers);
         free(r->rheaders);
         free(r->path);
+        free(r->hdr_ops);
         free(r);
     }
     gw_buf_pool_destroy(&w->bufs);
