@@ -34,12 +34,19 @@ struct gw_lua_timer_s {
 struct gw_lua_s {
     lua_State *L;
     gw_worker_t *w;
-    int run_ref;       /* runtime.run */
-    int run_timer_ref; /* runtime.run_timer */
+    int runner_ref; /* runtime.runner */
+    int done_ref;   /* runtime.DONE */
+    /* Idle runner coroutines, reused for later phases and timers. */
+    lua_State **pool;
+    int *pool_refs;
+    size_t npool;
     int *route_phases;
     size_t nroutes;
     gw_lua_timer_t *timers;
 };
+
+/* Idle runner coroutines kept for reuse. */
+#define GW_LUA_POOL 256
 
 /* The worker whose VM this process runs (timers are created from Lua). */
 static gw_worker_t *gw_lua_worker;
@@ -327,11 +334,13 @@ int gw_lua_init(gw_worker_t *w, char *err, size_t errlen)
     lua_getglobal(L, "require");
     lua_pushstring(L, "moongate.runtime");
     lua_call(L, 1, 1);
-    lua_getfield(L, -1, "run");
-    lua->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "run_timer");
-    lua->run_timer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "runner");
+    lua->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "DONE");
+    lua->done_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
+    lua->pool = gw_xcalloc(GW_LUA_POOL, sizeof *lua->pool);
+    lua->pool_refs = gw_xcalloc(GW_LUA_POOL, sizeof *lua->pool_refs);
     lua->w = w;
     w->lua = lua;
     gw_lua_worker = w;
@@ -346,6 +355,8 @@ void gw_lua_close(gw_worker_t *w)
     gw_lua_pdk_close();
     gw_lua_worker = NULL;
     lua_close(w->lua->L);
+    free(w->lua->pool);
+    free(w->lua->pool_refs);
     free(w->lua->route_phases);
     free(w->lua);
     w->lua = NULL;
@@ -359,11 +370,46 @@ int gw_lua_route_phases(const gw_worker_t *w, int route_index)
 }
 
 static void gw_lua_timer_task_done(gw_req_t *r);
+static void gw_lua_drop_coroutine(gw_req_t *r);
 
 /* ---- running phases ---- */
 
+/* Take an idle runner coroutine (or make one, started up to its first
+ * yield); *ref gets its registry reference. NULL if it cannot start. */
+static lua_State *gw_lua_runner_get(struct gw_lua_s *lua, int *ref)
+{
+    if (lua->npool) {
+        lua->npool--;
+        *ref = lua->pool_refs[lua->npool];
+        return lua->pool[lua->npool];
+    }
+    lua_State *co = lua_newthread(lua->L);
+    *ref = luaL_ref(lua->L, LUA_REGISTRYINDEX);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, lua->runner_ref);
+    if (lua_resume(co, 0) != LUA_YIELD) {
+        gw_log_error("cannot start a Lua runner: %s", lua_tostring(co, -1));
+        luaL_unref(lua->L, LUA_REGISTRYINDEX, *ref);
+        return NULL;
+    }
+    lua_settop(co, 0);
+    return co;
+}
+
 /* Forget r's coroutine, and anything it waited on: no wake-up may reach a
- * coroutine that is gone. */
+ * coroutine that is gone. With reuse, the coroutine (which finished its
+ * run and waits for the next) goes back to the pool. */
+static void gw_lua_coroutine_done(gw_req_t *r, bool reuse)
+{
+    struct gw_lua_s *lua = r->w->lua;
+    if (reuse && r->lua_co && lua->npool < GW_LUA_POOL) {
+        lua_settop(r->lua_co, 0);
+        lua->pool[lua->npool] = r->lua_co;
+        lua->pool_refs[lua->npool++] = r->lua_co_ref;
+        r->lua_co_ref = 0;
+    }
+    gw_lua_drop_coroutine(r);
+}
+
 static void gw_lua_drop_coroutine(gw_req_t *r)
 {
     ev_timer_stop(r->w->loop, &r->lua_timer);
@@ -422,6 +468,7 @@ static const char *gw_lua_phase_name(int phase)
  * Resume r's coroutine with nargs values on its stack. Returns GW_AGAIN
  * while it waits, GW_OK when the phase ended normally, GW_DONE when it
  * ended with moongate.response.exit, GW_ERROR after a plugin error (logged).
+ * A runner that finished goes back to the pool.
  */
 static int gw_lua_resume(gw_req_t *r, int nargs)
 {
@@ -431,32 +478,38 @@ static int gw_lua_resume(gw_req_t *r, int nargs)
     gw_lua_current = r;
     int rc = lua_resume(co, nargs);
     gw_lua_current = prev;
-    if (rc == LUA_YIELD) {
-        if (r->lua_waiting)
-            return GW_AGAIN;
-        lua_settop(co, 0);
+    if (rc != LUA_YIELD) {
+        gw_log_error("%s: Lua error in %s (request %s): %s", gw_lua_where(r, where, sizeof where),
+                     gw_lua_phase_name(r->lua_phase), r->request_id,
+                     lua_isstring(co, -1) ? lua_tostring(co, -1) : "(runner ended)");
+        gw_lua_coroutine_done(r, false);
+        return GW_ERROR;
+    }
+    if (r->lua_waiting)
+        return GW_AGAIN;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, r->w->lua->done_ref);
+    bool done = lua_gettop(co) >= 2 && lua_rawequal(co, 1, -1);
+    lua_pop(co, 1);
+    if (!done) {
         gw_log_error("%s: plugin yielded outside a PDK call in %s (request %s)",
                      gw_lua_where(r, where, sizeof where), gw_lua_phase_name(r->lua_phase),
                      r->request_id);
-        gw_lua_drop_coroutine(r);
+        gw_lua_coroutine_done(r, false);
         return GW_ERROR;
     }
+    /* DONE, what, message */
     int result = GW_OK;
-    if (rc != 0) {
-        gw_log_error("%s: Lua error in %s (request %s): %s", gw_lua_where(r, where, sizeof where),
-                     gw_lua_phase_name(r->lua_phase), r->request_id, lua_tostring(co, -1));
-        result = GW_ERROR;
-    } else if (lua_gettop(co) >= 1 && lua_isstring(co, 1)) {
-        const char *what = lua_tostring(co, 1);
-        if (strcmp(what, "exit") == 0) {
+    if (lua_gettop(co) >= 2 && lua_isstring(co, 2)) {
+        if (strcmp(lua_tostring(co, 2), "exit") == 0) {
             result = GW_DONE;
         } else {
             gw_log_error("%s: %s (request %s)", gw_lua_where(r, where, sizeof where),
-                         lua_gettop(co) >= 2 ? lua_tostring(co, 2) : what, r->request_id);
+                         lua_gettop(co) >= 3 ? lua_tostring(co, 3) : lua_tostring(co, 2),
+                         r->request_id);
             result = GW_ERROR;
         }
     }
-    gw_lua_drop_coroutine(r);
+    gw_lua_coroutine_done(r, true);
     return result;
 }
 
@@ -489,10 +542,10 @@ int gw_lua_run(gw_req_t *r, int phase)
         lua_newtable(L);
         r->lua_ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    lua_State *co = lua_newthread(L);
-    r->lua_co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_State *co = gw_lua_runner_get(r->w->lua, &r->lua_co_ref);
+    if (!co)
+        return gw_lua_finish(r, GW_ERROR);
     r->lua_co = co;
-    lua_rawgeti(co, LUA_REGISTRYINDEX, r->w->lua->run_ref);
     lua_pushinteger(co, r->match.route->index);
     lua_pushinteger(co, phase);
     lua_rawgeti(co, LUA_REGISTRYINDEX, r->lua_ctx_ref);
@@ -565,13 +618,15 @@ static void gw_lua_timer_cb(struct ev_loop *loop, ev_timer *ev, int revents)
     gw_req_t *r = gw_conn_task_new(w);
     r->timer_id = t->id;
     r->lua_phase = GW_LUA_TIMER;
-    lua_State *L = w->lua->L;
-    lua_State *co = lua_newthread(L);
-    r->lua_co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_State *co = gw_lua_runner_get(w->lua, &r->lua_co_ref);
+    if (!co) {
+        gw_lua_timer_task_done(r);
+        return;
+    }
     r->lua_co = co;
-    lua_rawgeti(co, LUA_REGISTRYINDEX, w->lua->run_timer_ref);
     lua_pushinteger(co, t->id);
-    if (gw_lua_finish(r, gw_lua_resume(r, 1)) != GW_AGAIN)
+    lua_pushinteger(co, GW_LUA_TIMER);
+    if (gw_lua_finish(r, gw_lua_resume(r, 2)) != GW_AGAIN)
         gw_lua_timer_task_done(r);
 }
 

@@ -327,6 +327,33 @@ local function run_steps(steps, phase, ctx)
     return nil
 end
 
+-- What a runner yields when it finished a phase or timer (as opposed to a
+-- PDK call yielding to wait).
+local DONE = setmetatable({}, {
+    __tostring = function()
+        return "moongate runner: done"
+    end,
+})
+M.DONE = DONE
+
+local TIMER = 16
+
+--- The body of the coroutines the C core keeps in a pool and runs phases
+-- and timers in: each resume with (route_index, phase, ctx), or (timer_id,
+-- TIMER), runs it and yields DONE, what, message (see M.run).
+function M.runner()
+    local a, phase, ctx = coroutine.yield(DONE)
+    while true do
+        local what, msg
+        if phase == TIMER then
+            what, msg = M.run_timer(a)
+        else
+            what, msg = M.run(a, phase, ctx)
+        end
+        a, phase, ctx = coroutine.yield(DONE, what, msg)
+    end
+end
+
 --- Run the moongate.timer `id` (inside a coroutine the C core made for
 -- it). Returns nil, or "error", message.
 function M.run_timer(id)
