@@ -410,6 +410,7 @@ static void gw_lua_coroutine_done(gw_req_t *r, bool reuse)
     gw_lua_drop_coroutine(r);
 }
 
+/* Disarm every wait of r's coroutine and let the VM collect it. */
 static void gw_lua_drop_coroutine(gw_req_t *r)
 {
     ev_timer_stop(r->w->loop, &r->lua_timer);
