@@ -290,6 +290,53 @@ GW_PDK int gw_pdk_upstream_set_method(const char *m, size_t len, char *err, size
     return GW_OK;
 }
 
+/* Proxy the request to the upstream `name` instead of the route's. */
+GW_PDK int gw_pdk_upstream_set_upstream(const char *name, size_t len, char *err, size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    if (r->lua_phase != GW_LUA_ACCESS)
+        return gw_pdk_fail(err, errlen, "not allowed in %s: only in rewrite or access",
+                           gw_pdk_phase_name());
+    const gw_config_t *cfg = r->w->cfg;
+    for (size_t i = 0; i < cfg->nupstreams; i++)
+        if (strlen(cfg->upstreams[i].name) == len &&
+            memcmp(cfg->upstreams[i].name, name, len) == 0) {
+            r->up_index = (int)i + 1;
+            return GW_OK;
+        }
+    return gw_pdk_fail(err, errlen, "no upstream named %.*s", (int)len, name);
+}
+
+/* Per-request timeouts in seconds; 0 keeps the upstream's. */
+GW_PDK int gw_pdk_upstream_set_timeouts(double connect, double send, double read, char *err,
+                                        size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    if (r->lua_phase != GW_LUA_ACCESS)
+        return gw_pdk_fail(err, errlen, "not allowed in %s: only in rewrite or access",
+                           gw_pdk_phase_name());
+    if (!(connect >= 0) || !(send >= 0) || !(read >= 0))
+        return gw_pdk_fail(err, errlen, "timeouts must be numbers of seconds >= 0");
+    r->to_connect = connect;
+    r->to_send = send;
+    r->to_read = read;
+    return GW_OK;
+}
+
+/* How many other targets to try when connecting fails (0 to 100). */
+GW_PDK int gw_pdk_upstream_set_retries(int retries, char *err, size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    if (r->lua_phase != GW_LUA_ACCESS)
+        return gw_pdk_fail(err, errlen, "not allowed in %s: only in rewrite or access",
+                           gw_pdk_phase_name());
+    if (retries < 0 || retries > 100)
+        return gw_pdk_fail(err, errlen, "retries must be 0 to 100");
+    r->retries = retries;
+    r->retries_set = true;
+    return GW_OK;
+}
+
 /* ---- the response ---- */
 
 /* Record the answer moongate.response.exit gives (access phase only). */

@@ -375,6 +375,14 @@ static int gw_build_response_head(gw_req_t *r)
 
 /* ---- connection handling ---- */
 
+/* The read (or send) timeout of r: a plugin's, else its upstream's. */
+static double gw_read_or_send(const gw_req_t *r, bool read)
+{
+    if (read)
+        return r->to_read > 0 ? r->to_read : r->up->conf->read_timeout;
+    return r->to_send > 0 ? r->to_send : r->up->conf->send_timeout;
+}
+
 static void gw_up_watch(gw_req_t *r, int events)
 {
     gw_io_set(r->c->w->loop, &r->uc->io, events);
@@ -560,7 +568,7 @@ static void gw_proxy_connect(gw_req_t *r)
     uc->timer.data = r;
     if (uc->connecting) {
         gw_up_watch(r, EV_WRITE);
-        gw_up_timer(r, up->conf->connect_timeout);
+        gw_up_timer(r, r->to_connect > 0 ? r->to_connect : up->conf->connect_timeout);
         return;
     }
     gw_up_send(r);
@@ -570,8 +578,8 @@ void gw_proxy_start(gw_req_t *r)
 {
     gw_conn_t *c = r->c;
     gw_worker_t *w = c->w;
-    r->up = &w->upstreams[r->match.route->upstream_index];
-    r->retries_left = r->up->conf->retries;
+    r->up = &w->upstreams[r->up_index ? (size_t)r->up_index - 1 : r->match.route->upstream_index];
+    r->retries_left = r->retries_set ? r->retries : r->up->conf->retries;
     if (r->expect_continue) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         if (write(c->fd, cont, sizeof cont - 1) != (ssize_t)(sizeof cont - 1)) {
@@ -591,7 +599,6 @@ static int gw_up_send(gw_req_t *r)
 {
     gw_upconn_t *uc = r->uc;
     gw_conn_t *c = r->c;
-    const gw_upstream_conf_t *conf = r->up->conf;
     for (;;) {
         struct iovec iov[2];
         int n = 0;
@@ -611,7 +618,7 @@ static int gw_up_send(gw_req_t *r)
                 continue;
             if (errno == EAGAIN) {
                 gw_up_watch(r, EV_READ | EV_WRITE);
-                gw_up_timer(r, conf->send_timeout);
+                gw_up_timer(r, gw_read_or_send(r, false));
                 /* Waiting on the upstream, not on the client. */
                 if (!(c->io.events & EV_WRITE))
                     ev_timer_stop(c->w->loop, &c->timer);
@@ -640,7 +647,7 @@ static int gw_up_send(gw_req_t *r)
     }
     gw_up_watch(r, EV_READ);
     if (r->body_done && r->body_sent >= r->msg_end)
-        gw_up_timer(r, r->rhead_done ? 0 : conf->read_timeout);
+        gw_up_timer(r, r->rhead_done ? 0 : gw_read_or_send(r, true));
     else {
         gw_up_timer(r, 0);
         gw_conn_want_body(c);
@@ -878,7 +885,7 @@ static void gw_up_read(gw_req_t *r)
     rin->end += (size_t)n;
     r->rgot = true;
     if (r->body_done && r->body_sent >= r->msg_end)
-        gw_up_timer(r, r->up->conf->read_timeout);
+        gw_up_timer(r, gw_read_or_send(r, true));
     if (gw_up_parse(r) != GW_OK)
         return;
     gw_up_forward(r);
@@ -901,7 +908,7 @@ int gw_proxy_resume_response(gw_req_t *r)
     bool sending = !(r->body_done && r->body_sent >= r->msg_end);
     gw_up_watch(r, EV_READ | (sending && r->body_parsed > r->body_sent ? EV_WRITE : 0));
     if (!sending)
-        gw_up_timer(r, r->up->conf->read_timeout);
+        gw_up_timer(r, gw_read_or_send(r, true));
     return GW_OK;
 }
 

@@ -176,6 +176,11 @@ struct gw_req_s {
     gw_str_t up_query;  /* moongate.upstream.set_query, in the arena */
     gw_str_t up_method; /* moongate.upstream.set_method, in the arena */
     bool up_query_set;
+    /* Per-request upstream settings from plugins; 0 keeps the upstream's. */
+    int up_index; /* 1 + index of the upstream to use */
+    double to_connect, to_send, to_read;
+    int retries; /* with retries_set */
+    bool retries_set;
     bool body_waiting; /* a plugin waits for the whole request body */
     char *body_copy;   /* the decoded body, for moongate.request.get_body */
     size_t body_copy_len;

@@ -32,6 +32,10 @@ int gw_pdk_header_op(int side, int op, const char *name, size_t nlen, const char
 int gw_pdk_upstream_set_path(const char *path, size_t len, char *err, size_t errlen);
 int gw_pdk_upstream_set_query(const char *q, size_t len, char *err, size_t errlen);
 int gw_pdk_upstream_set_method(const char *m, size_t len, char *err, size_t errlen);
+int gw_pdk_upstream_set_upstream(const char *name, size_t len, char *err, size_t errlen);
+int gw_pdk_upstream_set_timeouts(double connect, double send, double read, char *err,
+                                 size_t errlen);
+int gw_pdk_upstream_set_retries(int retries, char *err, size_t errlen);
 int gw_pdk_exit(int status, const char *body, size_t len, char *err, size_t errlen);
 int gw_pdk_resp_status(void);
 int gw_pdk_resp_set_status(int status, char *err, size_t errlen);
@@ -370,6 +374,44 @@ function upstream.set_method(method)
     local rc = C.gw_pdk_upstream_set_method(method, #method, errbuf, 256)
     if rc ~= GW_OK then
         error("moongate.upstream.set_method: " .. ffi.string(errbuf), 2)
+    end
+end
+
+--- Proxy this request to another upstream of the config (by name).
+function upstream.set_upstream(name)
+    need_request("moongate.upstream.set_upstream")
+    check_string("moongate.upstream.set_upstream", "name", name)
+    if C.gw_pdk_upstream_set_upstream(name, #name, errbuf, 256) ~= GW_OK then
+        error("moongate.upstream.set_upstream: " .. ffi.string(errbuf), 2)
+    end
+end
+
+--- This request's upstream timeouts, in seconds: { connect =, send =,
+-- read = }; a missing one keeps the upstream's setting.
+function upstream.set_timeouts(t)
+    need_request("moongate.upstream.set_timeouts")
+    if type(t) ~= "table" then
+        error("moongate.upstream.set_timeouts: expected a table", 2)
+    end
+    for _, k in ipairs { "connect", "send", "read" } do
+        if t[k] ~= nil and type(t[k]) ~= "number" then
+            error("moongate.upstream.set_timeouts: " .. k .. " must be a number", 2)
+        end
+    end
+    if C.gw_pdk_upstream_set_timeouts(t.connect or 0, t.send or 0, t.read or 0, errbuf, 256)
+        ~= GW_OK then
+        error("moongate.upstream.set_timeouts: " .. ffi.string(errbuf), 2)
+    end
+end
+
+--- How many other targets this request may try when connecting fails.
+function upstream.set_retries(n)
+    need_request("moongate.upstream.set_retries")
+    if type(n) ~= "number" or n % 1 ~= 0 then
+        error("moongate.upstream.set_retries: expected an integer", 2)
+    end
+    if C.gw_pdk_upstream_set_retries(n, errbuf, 256) ~= GW_OK then
+        error("moongate.upstream.set_retries: " .. ffi.string(errbuf), 2)
     end
 end
 
