@@ -679,7 +679,14 @@ bool gw_cnode_size(gw_cnode_ctx_t *c, const gw_cnode_t *n, int64_t min, int64_t 
         return false;
     }
     if (v < min) {
-        gw_cnode_expect(c, n, "size greater than 0");
+        char what_min[64];
+        if (min <= 1)
+            snprintf(what_min, sizeof what_min, "size greater than 0");
+        else if (min % 1024 == 0)
+            snprintf(what_min, sizeof what_min, "size of at least %lldk", (long long)min / 1024);
+        else
+            snprintf(what_min, sizeof what_min, "size of at least %lld", (long long)min);
+        gw_cnode_expect(c, n, what_min);
         return false;
     }
     *out = v;
