@@ -548,6 +548,21 @@ Upstream.__index = Upstream
 --- Start the test upstream. opts.name (default "upstream"), opts.port
 -- (default a free one). Returns an object with .port, .name, .pid, :stop(),
 -- :stats() ({requests=, connections=}), :set_health(status).
+--- n bytes of the repeating pattern the test upstream's /bytes sends.
+function helpers.pattern(n)
+    return ("0123456789abcdef"):rep(math.ceil(n / 16)):sub(1, n)
+end
+
+--- Start a test upstream named "a" and a gateway whose config is cfg with
+-- `upstreams.u` pointing at that upstream; returns the gateway, then the
+-- upstream.
+function helpers.start_proxy(cfg, opts)
+    local up = helpers.start_upstream { name = "a" }
+    cfg.upstreams = cfg.upstreams or {}
+    cfg.upstreams.u = { targets = { up:address() } }
+    return helpers.start_gateway(cfg, opts), up
+end
+
 --- Start a redis-server on a free loopback port (no persistence); returns
 -- an object with .port, :address(), :stop().
 function helpers.start_redis(opts)

@@ -2,9 +2,7 @@
 -- every behaviour checked here.
 local helpers = require "spec.helpers"
 
-local function pattern(n)
-    return ("0123456789abcdef"):rep(math.ceil(n / 16)):sub(1, n)
-end
+local pattern = helpers.pattern
 
 describe("test upstream", function()
     local up

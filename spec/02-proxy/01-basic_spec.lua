@@ -2,17 +2,13 @@
 -- upstream always gets HTTP/1.1 and a request id; gateway errors are JSON.
 local helpers = require "spec.helpers"
 
-local function pattern(n)
-    return ("0123456789abcdef"):rep(math.ceil(n / 16)):sub(1, n)
-end
+local pattern = helpers.pattern
 
 describe("proxy: basic requests", function()
-    local up, gw
+    local gw
 
     lazy_setup(function()
-        up = helpers.start_upstream { name = "a" }
-        gw = helpers.start_gateway {
-            upstreams = { u = { targets = { up:address() } } },
+        gw = helpers.start_proxy {
             routes = { { name = "r", paths = { "/" }, upstream = "u" } },
         }
     end)
@@ -118,9 +114,7 @@ describe("proxy: gateway errors", function()
     local up, gw
 
     lazy_setup(function()
-        up = helpers.start_upstream { name = "a" }
-        gw = helpers.start_gateway {
-            upstreams = { u = { targets = { up:address() } } },
+        gw, up = helpers.start_proxy {
             routes = { { name = "api", paths = { "/api" }, upstream = "u" } },
         }
     end)

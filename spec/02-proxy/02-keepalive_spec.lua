@@ -3,12 +3,10 @@
 local helpers = require "spec.helpers"
 
 describe("keep-alive: client side", function()
-    local up, gw
+    local gw
 
     lazy_setup(function()
-        up = helpers.start_upstream { name = "a" }
-        gw = helpers.start_gateway {
-            upstreams = { u = { targets = { up:address() } } },
+        gw = helpers.start_proxy {
             routes = { { name = "r", paths = { "/" }, upstream = "u" } },
         }
     end)

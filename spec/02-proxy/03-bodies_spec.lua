@@ -2,17 +2,13 @@
 -- 100-continue, and a gigabyte each way with bounded gateway memory.
 local helpers = require "spec.helpers"
 
-local function pattern(n)
-    return ("0123456789abcdef"):rep(math.ceil(n / 16)):sub(1, n)
-end
+local pattern = helpers.pattern
 
 describe("bodies", function()
-    local up, gw
+    local gw
 
     lazy_setup(function()
-        up = helpers.start_upstream { name = "a" }
-        gw = helpers.start_gateway {
-            upstreams = { u = { targets = { up:address() } } },
+        gw = helpers.start_proxy {
             routes = { { name = "r", paths = { "/" }, upstream = "u" } },
         }
     end)

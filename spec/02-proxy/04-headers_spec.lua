@@ -10,9 +10,7 @@ describe("headers", function()
     local up, gw
 
     lazy_setup(function()
-        up = helpers.start_upstream { name = "a" }
-        gw = helpers.start_gateway {
-            upstreams = { u = { targets = { up:address() } } },
+        gw, up = helpers.start_proxy {
             routes = {
                 { name = "no-preserve", paths = { "/np" }, upstream = "u", preserve_host = false },
                 { name = "fixed-host", paths = { "/fixed" }, upstream = "u", host = "backend.internal" },

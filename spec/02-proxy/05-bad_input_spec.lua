@@ -50,9 +50,7 @@ describe("bad input", function()
     local up, gw
 
     lazy_setup(function()
-        up = helpers.start_upstream { name = "a" }
-        gw = helpers.start_gateway {
-            upstreams = { u = { targets = { up:address() } } },
+        gw, up = helpers.start_proxy {
             routes = { { name = "r", paths = { "/" }, upstream = "u" } },
         }
     end)
@@ -83,12 +81,10 @@ describe("bad input", function()
 end)
 
 describe("path normalisation", function()
-    local up, gw
+    local gw
 
     lazy_setup(function()
-        up = helpers.start_upstream { name = "a" }
-        gw = helpers.start_gateway {
-            upstreams = { u = { targets = { up:address() } } },
+        gw = helpers.start_proxy {
             routes = { { name = "public", paths = { "/public" }, upstream = "u" } },
         }
     end)

@@ -12,9 +12,7 @@ describe("access log", function()
     local up, gw
 
     lazy_setup(function()
-        up = helpers.start_upstream { name = "a" }
-        gw = helpers.start_gateway {
-            upstreams = { u = { targets = { up:address() } } },
+        gw, up = helpers.start_proxy {
             routes = { { name = "r", paths = { "/echo", "/slow" }, upstream = "u" } },
         }
     end)
