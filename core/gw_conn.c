@@ -477,9 +477,9 @@ static void gw_conn_detach_for_log(gw_conn_t *c, gw_req_t *r, size_t leftover_at
     r->held_in = in;
     r->c = NULL;
     r->detached = true;
-    w->nlogging++;
+    w->ntasks++;
     if (gw_lua_run(r, GW_LUA_LOG) != GW_AGAIN)
-        gw_conn_log_done(r);
+        gw_conn_task_done(r);
 }
 
 gw_req_t *gw_conn_task_new(gw_worker_t *w)
@@ -489,14 +489,14 @@ gw_req_t *gw_conn_task_new(gw_worker_t *w)
     r->detached = true;
     r->t_start = ev_now(w->loop);
     gw_worker_request_id(w, r->request_id);
-    w->nlogging++;
+    w->ntasks++;
     return r;
 }
 
-void gw_conn_log_done(gw_req_t *r)
+void gw_conn_task_done(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
-    w->nlogging--;
+    w->ntasks--;
     gw_req_put(w, r);
 }
 

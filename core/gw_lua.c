@@ -575,7 +575,7 @@ void gw_lua_wakeup(gw_req_t *r, int nvalues)
         gw_lua_timer_task_done(r);
         break;
     default:
-        gw_conn_log_done(r);
+        gw_conn_task_done(r);
         break;
     }
 }
@@ -606,7 +606,7 @@ static void gw_lua_timer_task_done(gw_req_t *r)
             free(t);
         }
     }
-    gw_conn_log_done(r);
+    gw_conn_task_done(r);
 }
 
 static void gw_lua_timer_cb(struct ev_loop *loop, ev_timer *ev, int revents)

@@ -36,7 +36,7 @@ int gw_lua_route_phases(const gw_worker_t *w, int route_index);
  * Run `phase` of request r. Returns GW_OK when the phase completed and the
  * request goes on, GW_AGAIN when it waits (gw_lua continues it later, then
  * calls gw_conn_access_done / gw_proxy_header_filter_done /
- * gw_conn_log_done), or GW_DONE when the request was answered here
+ * gw_conn_task_done), or GW_DONE when the request was answered here
  * (moongate.response.exit, or a 500 after a plugin error).
  */
 int gw_lua_run(gw_req_t *r, int phase);

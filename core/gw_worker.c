@@ -104,7 +104,7 @@ static void gw_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     gw_accesslog_flush();
     if (w->stopping) {
         gw_conn_close_idle(w);
-        if (w->nconns == 0 && w->nlogging == 0)
+        if (w->nconns == 0 && w->ntasks == 0)
             ev_break(loop, EVBREAK_ALL);
     }
 }

@@ -233,7 +233,7 @@ struct gw_worker_s {
     gw_req_t *free_reqs;
     gw_conn_t *conns; /* every open client connection */
     size_t nconns;
-    size_t nlogging; /* log phases and timer tasks still running */
+    size_t ntasks; /* log phases and timer tasks still running */
 
     ev_signal sig_term, sig_quit, sig_int;
     ev_timer flush_timer;
@@ -290,10 +290,10 @@ void gw_conn_access_done(gw_req_t *r, int rc);
 int gw_conn_request_body(gw_req_t *r, size_t max, const char **p, size_t *len);
 /* Answer r with what moongate.response.exit recorded. */
 void gw_conn_exit(gw_req_t *r);
-/* The log phase of a detached request ended: free it. */
-void gw_conn_log_done(gw_req_t *r);
+/* A detached request's log phase, or a timer task, ended: free it. */
+void gw_conn_task_done(gw_req_t *r);
 /* A request structure not tied to a connection (timer tasks); counted in
- * w->nlogging until gw_conn_log_done. */
+ * w->ntasks until gw_conn_task_done. */
 gw_req_t *gw_conn_task_new(gw_worker_t *w);
 
 /* ---- gw_proxy.c (upstream side of a request) ---- */
