@@ -145,8 +145,18 @@ static void gw_out_header(gw_out_t *o, gw_str_t name, gw_str_t value)
     GW_OUT_LIT(o, "\r\n");
 }
 
+/* How many of hs to search for Connection headers: all of them when there
+ * is one, none otherwise (the usual case, kept linear). */
+static size_t gw_connection_scope(const gw_header_t *hs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (gw_str_caseeq_lit(hs[i].name, "connection"))
+            return n;
+    return 0;
+}
+
 /* Whether the header named `name` must be dropped: hop-by-hop, or listed
- * in one of the message's Connection headers. */
+ * in one of the Connection headers among hs[0..n). */
 static bool gw_drop_header(gw_str_t name, const gw_header_t *hs, size_t n)
 {
     if (gw_http_is_hop_by_hop(name))
@@ -305,12 +315,13 @@ static int gw_build_request_head(gw_req_t *r)
     else
         gw_out_add(&o, r->target->name, strlen(r->target->name));
     GW_OUT_LIT(&o, "\r\n");
+    size_t nconn = gw_connection_scope(r->headers, r->nheaders);
     for (size_t i = 0; i < r->nheaders; i++) {
         gw_str_t n = r->headers[i].name;
         if (gw_str_caseeq_lit(n, "host") || gw_str_caseeq_lit(n, "expect") ||
             gw_str_caseeq_lit(n, "x-forwarded-proto") || gw_str_caseeq_lit(n, "x-forwarded-host") ||
             gw_str_caseeq_lit(n, "x-request-id") || gw_str_caseeq_lit(n, "x-forwarded-for") ||
-            gw_drop_header(n, r->headers, r->nheaders) ||
+            gw_drop_header(n, r->headers, nconn) ||
             (r->nhdr_ops && gw_ops_replace(r, GW_SIDE_UPSTREAM, n)))
             continue;
         gw_out_header(&o, n, r->headers[i].value);
@@ -346,9 +357,10 @@ static int gw_build_response_head(gw_req_t *r)
     else
         gw_out_add(&o, gw_http_reason(r->status), strlen(gw_http_reason(r->status)));
     GW_OUT_LIT(&o, "\r\n");
+    size_t nconn = gw_connection_scope(r->rheaders, r->nrheaders);
     for (size_t i = 0; i < r->nrheaders; i++) {
         gw_str_t name = r->rheaders[i].name;
-        if (gw_drop_header(name, r->rheaders, r->nrheaders))
+        if (gw_drop_header(name, r->rheaders, nconn))
             continue;
         if (r->rdecode && gw_str_caseeq_lit(name, "transfer-encoding"))
             continue;
