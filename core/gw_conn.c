@@ -7,6 +7,7 @@
  */
 #include "gw_accesslog.h"
 #include "gw_http.h"
+#include "gw_io.h"
 #include "gw_log.h"
 #include "gw_lua.h"
 #include "gw_metrics.h"
@@ -379,10 +380,8 @@ int gw_conn_flush_response(gw_conn_t *c)
         }
         if (n == 0)
             break;
-        ssize_t wr = writev(c->fd, iov, n);
+        ssize_t wr = gw_conn_sendv(c, iov, n);
         if (wr < 0) {
-            if (errno == EINTR)
-                continue;
             if (errno == EAGAIN) {
                 gw_io_set(w->loop, &c->io, EV_WRITE);
                 gw_conn_timer_set(c, w->cfg->timeouts.send);
@@ -521,18 +520,14 @@ static void gw_conn_next_request(gw_conn_t *c)
 static ssize_t gw_conn_read(gw_conn_t *c)
 {
     gw_buf_t *in = c->in;
-    for (;;) {
-        ssize_t n = read(c->fd, in->data + in->end, in->cap - in->end);
-        if (n > 0) {
-            in->end += (size_t)n;
-            return n;
-        }
-        if (n == 0)
-            return 0;
-        if (errno == EINTR)
-            continue;
-        return errno == EAGAIN ? -2 : -1;
+    ssize_t n = gw_conn_recv(c, in->data + in->end, in->cap - in->end);
+    if (n > 0) {
+        in->end += (size_t)n;
+        return n;
     }
+    if (n == 0)
+        return 0;
+    return errno == EAGAIN ? -2 : -1;
 }
 
 static void gw_conn_head_too_large(gw_conn_t *c)

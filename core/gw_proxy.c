@@ -9,6 +9,7 @@
  * a truncated response never looks complete.
  */
 #include "gw_http.h"
+#include "gw_io.h"
 #include "gw_log.h"
 #include "gw_lua.h"
 #include "gw_net.h"
@@ -624,10 +625,8 @@ static int gw_up_send(gw_req_t *r)
         }
         if (n == 0)
             break;
-        ssize_t wr = writev(uc->fd, iov, n);
+        ssize_t wr = gw_upconn_sendv(uc, iov, n);
         if (wr < 0) {
-            if (errno == EINTR)
-                continue;
             if (errno == EAGAIN) {
                 gw_up_watch(r, EV_READ | EV_WRITE);
                 gw_up_timer(r, gw_read_or_send(r, false));
@@ -884,10 +883,7 @@ static void gw_up_read(gw_req_t *r)
         gw_up_pause(r); /* the client has not taken the last bytes yet */
         return;
     }
-    ssize_t n;
-    do
-        n = read(uc->fd, rin->data + rin->end, rin->cap - rin->end);
-    while (n < 0 && errno == EINTR);
+    ssize_t n = gw_upconn_recv(uc, rin->data + rin->end, rin->cap - rin->end);
     if (n < 0 && errno == EAGAIN)
         return;
     if (n <= 0) {

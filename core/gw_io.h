@@ -1,0 +1,24 @@
+/*
+ * Byte transport of the gateway's sockets. Every read and write on a client
+ * connection or an upstream connection goes through these four functions, so
+ * that a transport other than a plain socket (TLS) can sit underneath the
+ * HTTP code without it knowing.
+ *
+ * Contract (the same as read(2)/writev(2)): a positive count of bytes moved;
+ * 0 from a recv at end of stream; -1 with errno set otherwise. EAGAIN means
+ * "wait for the socket and call again"; EINTR has been retried already.
+ */
+#ifndef GW_IO_H
+#define GW_IO_H
+
+#include "gw_worker.h"
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+ssize_t gw_conn_recv(gw_conn_t *c, void *buf, size_t len);
+ssize_t gw_conn_sendv(gw_conn_t *c, const struct iovec *iov, int n);
+ssize_t gw_upconn_recv(gw_upconn_t *uc, void *buf, size_t len);
+ssize_t gw_upconn_sendv(gw_upconn_t *uc, const struct iovec *iov, int n);
+
+#endif
