@@ -1,7 +1,9 @@
 /* HTTP grammar helpers declared in gw_http.h. */
 #include "gw_http.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 static const unsigned char gw_tchar[256] = {
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
@@ -26,13 +28,35 @@ bool gw_http_is_token(gw_str_t s)
     return true;
 }
 
+/* Whether one byte is allowed in a field value: not a control character
+ * other than HTAB. */
+static inline bool gw_http_value_byte(unsigned char ch)
+{
+    return (ch >= 0x20 || ch == '\t') && ch != 0x7f;
+}
+
+/*
+ * Eight bytes at a time: a word with no byte below 0x20 and none equal to
+ * 0x7f is fine as it is (the usual case); only a word with a tab or a bad
+ * byte is looked at byte by byte.
+ */
 bool gw_http_valid_value(gw_str_t s)
 {
-    for (size_t i = 0; i < s.len; i++) {
-        unsigned char ch = (unsigned char)s.p[i];
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-            return false;
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    size_t i = 0;
+    for (; i + 8 <= s.len; i += 8) {
+        uint64_t x;
+        memcpy(&x, s.p + i, 8);
+        uint64_t del = x ^ (ones * 0x7f);
+        uint64_t suspect = ((x - ones * 0x20) & ~x) | ((del - ones) & ~del);
+        if (suspect & highs)
+            for (size_t k = i; k < i + 8; k++)
+                if (!gw_http_value_byte((unsigned char)s.p[k]))
+                    return false;
     }
+    for (; i < s.len; i++)
+        if (!gw_http_value_byte((unsigned char)s.p[i]))
+            return false;
     return true;
 }
 
