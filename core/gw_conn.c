@@ -146,8 +146,10 @@ static gw_req_t *gw_req_get(gw_worker_t *w)
     gw_header_t *headers, *rheaders;
     gw_hdr_op_t *hdr_ops = NULL;
     char *path;
+    int slot;
     if (r) {
         w->free_reqs = r->next_free;
+        slot = r->lua_slot;
         headers = r->headers;
         rheaders = r->rheaders;
         path = r->path;
@@ -157,12 +159,14 @@ static gw_req_t *gw_req_get(gw_worker_t *w)
         headers = gw_xmalloc(sizeof(gw_header_t) * (size_t)w->cfg->limits.max_headers);
         rheaders = gw_xmalloc(sizeof(gw_header_t) * (size_t)w->cfg->limits.max_headers);
         path = gw_xmalloc(w->cfg->limits.max_uri_size + 1);
+        slot = ++w->nreq_slots;
     }
     memset(r, 0, sizeof *r);
     r->headers = headers;
     r->rheaders = rheaders;
     r->path = path;
     r->hdr_ops = hdr_ops;
+    r->lua_slot = slot;
     r->route_slot = -1;
     return r;
 }

@@ -24,6 +24,10 @@
 
 typedef struct gw_lua_timer_s gw_lua_timer_t;
 
+/* Its address, as a light userdata, is runtime.DONE: what a runner yields
+ * when a phase or timer ended (a waiting PDK call yields nothing). */
+static char gw_lua_done;
+
 struct gw_lua_timer_s {
     ev_timer ev;
     gw_lua_timer_t *next;
@@ -35,7 +39,6 @@ struct gw_lua_s {
     lua_State *L;
     gw_worker_t *w;
     int runner_ref; /* runtime.runner */
-    int done_ref;   /* runtime.DONE */
     /* Idle runner coroutines, reused for later phases and timers. */
     lua_State **pool;
     int *pool_refs;
@@ -336,9 +339,13 @@ int gw_lua_init(gw_worker_t *w, char *err, size_t errlen)
     lua_call(L, 1, 1);
     lua_getfield(L, -1, "runner");
     lua->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "DONE");
-    lua->done_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 1);
+    lua_pushlightuserdata(L, &gw_lua_done);
+    lua_setfield(L, -2, "DONE");
+    /* The main thread's stack keeps runtime.ctxs at index 1 for good, for
+     * gw_lua_req_release. */
+    lua_getfield(L, -1, "ctxs");
+    lua_insert(L, 1);
+    lua_settop(L, 1);
     lua->pool = gw_xcalloc(GW_LUA_POOL, sizeof *lua->pool);
     lua->pool_refs = gw_xcalloc(GW_LUA_POOL, sizeof *lua->pool_refs);
     lua->w = w;
@@ -432,9 +439,11 @@ void gw_lua_req_release(gw_req_t *r)
     if (!r->w || !r->w->lua)
         return;
     gw_lua_drop_coroutine(r);
-    if (r->lua_ctx_ref) {
-        luaL_unref(r->w->lua->L, LUA_REGISTRYINDEX, r->lua_ctx_ref);
-        r->lua_ctx_ref = 0;
+    if (r->lua_ctx) {
+        lua_State *L = r->w->lua->L;
+        lua_pushnil(L);
+        lua_rawseti(L, 1, r->lua_slot);
+        r->lua_ctx = false;
     }
     gw_buf_put(&r->w->bufs, r->lua_arena);
     r->lua_arena = NULL;
@@ -488,10 +497,7 @@ static int gw_lua_resume(gw_req_t *r, int nargs)
     }
     if (r->lua_waiting)
         return GW_AGAIN;
-    lua_rawgeti(co, LUA_REGISTRYINDEX, r->w->lua->done_ref);
-    bool done = lua_gettop(co) >= 2 && lua_rawequal(co, 1, -1);
-    lua_pop(co, 1);
-    if (!done) {
+    if (lua_gettop(co) < 1 || lua_touserdata(co, 1) != &gw_lua_done) {
         gw_log_error("%s: plugin yielded outside a PDK call in %s (request %s)",
                      gw_lua_where(r, where, sizeof where), gw_lua_phase_name(r->lua_phase),
                      r->request_id);
@@ -537,19 +543,15 @@ static int gw_lua_finish(gw_req_t *r, int rc)
 
 int gw_lua_run(gw_req_t *r, int phase)
 {
-    lua_State *L = r->w->lua->L;
     r->lua_phase = phase;
-    if (!r->lua_ctx_ref) {
-        lua_newtable(L);
-        r->lua_ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
+    r->lua_ctx = true;
     lua_State *co = gw_lua_runner_get(r->w->lua, &r->lua_co_ref);
     if (!co)
         return gw_lua_finish(r, GW_ERROR);
     r->lua_co = co;
     lua_pushinteger(co, r->match.route->index);
     lua_pushinteger(co, phase);
-    lua_rawgeti(co, LUA_REGISTRYINDEX, r->lua_ctx_ref);
+    lua_pushinteger(co, r->lua_slot);
     return gw_lua_finish(r, gw_lua_resume(r, 3));
 }
 

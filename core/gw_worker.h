@@ -157,9 +157,11 @@ struct gw_req_s {
         struct sockaddr sa;
         struct sockaddr_in in4;
         struct sockaddr_in6 in6;
-    } peer;                      /* the client, kept for the log phase */
-    struct lua_State *lua_co;    /* the running or waiting coroutine */
-    int lua_co_ref, lua_ctx_ref; /* registry references; 0 = none */
+    } peer;                   /* the client, kept for the log phase */
+    struct lua_State *lua_co; /* the running or waiting coroutine */
+    int lua_co_ref;           /* registry reference; 0 = none */
+    int lua_slot; /* key of this structure's ctx in the runtime's ctxs (kept on reuse) */
+    bool lua_ctx; /* the request's ctx table may exist */
     int lua_phase;
     bool lua_waiting;
     bool detached; /* log phase: the connection went on without it */
@@ -231,6 +233,7 @@ struct gw_worker_s {
 
     gw_buf_pool_t bufs;
     gw_req_t *free_reqs;
+    int nreq_slots;   /* request structures made so far (their lua_slot) */
     gw_conn_t *conns; /* every open client connection */
     size_t nconns;
     size_t ntasks; /* log phases and timer tasks still running */

@@ -328,29 +328,41 @@ local function run_steps(steps, phase, ctx)
 end
 
 -- What a runner yields when it finished a phase or timer (as opposed to a
--- PDK call yielding to wait).
-local DONE = setmetatable({}, {
+-- PDK call yielding to wait). The C core replaces it with a light userdata
+-- it can recognise without a table lookup.
+M.DONE = setmetatable({}, {
     __tostring = function()
         return "moongate runner: done"
     end,
 })
-M.DONE = DONE
+
+-- The ctx table of each request, by the slot the C core gives the request
+-- (made on the request's first phase, dropped by the core when it ends).
+local ctxs = {}
+M.ctxs = ctxs
 
 local TIMER = 16
 
 --- The body of the coroutines the C core keeps in a pool and runs phases
--- and timers in: each resume with (route_index, phase, ctx), or (timer_id,
--- TIMER), runs it and yields DONE, what, message (see M.run).
+-- and timers in: each resume with (route_index, phase, slot), or (timer_id,
+-- TIMER), runs it and yields DONE, what, message (see M.run). slot names
+-- the request's ctx in M.ctxs.
 function M.runner()
-    local a, phase, ctx = coroutine.yield(DONE)
+    local DONE = M.DONE
+    local a, phase, slot = coroutine.yield(DONE)
     while true do
         local what, msg
         if phase == TIMER then
             what, msg = M.run_timer(a)
         else
+            local ctx = ctxs[slot]
+            if not ctx then
+                ctx = {}
+                ctxs[slot] = ctx
+            end
             what, msg = M.run(a, phase, ctx)
         end
-        a, phase, ctx = coroutine.yield(DONE, what, msg)
+        a, phase, slot = coroutine.yield(DONE, what, msg)
     end
 end
 
