@@ -396,6 +396,24 @@ GW_PDK int gw_pdk_resp_header(int i, gw_str_t *name, gw_str_t *value)
     return GW_OK;
 }
 
+/*
+ * The first header at index `from` or after of the request (resp 0) or of
+ * the upstream's response (resp 1) named `name` in any case: its index,
+ * with its value in *value, or -1. Comparing in C spares the Lua side a
+ * string per header looked at.
+ */
+GW_PDK int gw_pdk_header_find(int resp, int from, const char *name, size_t len, gw_str_t *value)
+{
+    gw_str_t want = {name, len}, hn;
+    for (int i = from < 0 ? 0 : from;; i++) {
+        int rc = resp ? gw_pdk_resp_header(i, &hn, value) : gw_pdk_req_header(i, &hn, value);
+        if (rc != GW_OK)
+            return -1;
+        if (gw_str_caseeq(hn, want))
+            return i;
+    }
+}
+
 /* ---- waiting ---- */
 
 static void gw_pdk_sleep_cb(struct ev_loop *loop, ev_timer *t, int revents)

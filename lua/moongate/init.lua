@@ -41,6 +41,7 @@ int gw_pdk_resp_status(void);
 int gw_pdk_resp_set_status(int status, char *err, size_t errlen);
 int gw_pdk_resp_header_count(void);
 int gw_pdk_resp_header(int i, gw_str_t *name, gw_str_t *value);
+int gw_pdk_header_find(int resp, int from, const char *name, size_t len, gw_str_t *value);
 int gw_pdk_sleep(double seconds, char *err, size_t errlen);
 void gw_pdk_log(int level, const char *msg, size_t len);
 int gw_pdk_timer_start(int id, double delay, double interval, char *err, size_t errlen);
@@ -231,23 +232,20 @@ local function all_headers(count, getter)
     return out
 end
 
--- The first value of header `name` (any case) of one side, or nil.
-local function first_header(count, getter, name)
-    local want = name:lower()
-    for i = 0, count - 1 do
-        local n, v = header_at(getter, i)
-        if n:lower() == want then
-            return v
-        end
+-- The first value of header `name` (any case) of the request (resp 0) or
+-- the response (resp 1), or nil.
+local function first_header(resp, name)
+    if C.gw_pdk_header_find(resp, 0, name, #name, value_s) < 0 then
+        return nil
     end
-    return nil
+    return ffi.string(value_s[0].p, value_s[0].len)
 end
 
 --- The first value of a request header (the name in any case), or nil.
 function request.get_header(name)
     need_request("moongate.request.get_header")
     check_string("moongate.request.get_header", "name", name)
-    return first_header(C.gw_pdk_req_header_count(), C.gw_pdk_req_header, name)
+    return first_header(0, name)
 end
 
 local bodyp = ffi.new("const char *[1]")
@@ -470,7 +468,7 @@ end
 function response.get_header(name)
     need_request("moongate.response.get_header")
     check_string("moongate.response.get_header", "name", name)
-    return first_header(C.gw_pdk_resp_header_count(), C.gw_pdk_resp_header, name)
+    return first_header(1, name)
 end
 
 --- Every header of the upstream's response (lower-case names).
