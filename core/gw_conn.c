@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -1001,12 +1002,45 @@ void gw_conn_want_body(gw_conn_t *c)
     }
 }
 
+/*
+ * Whether the client closed its side of the connection, told without
+ * taking any byte: a read event while the request needs no more input is
+ * either the end of the stream or bytes of a pipelined request.
+ */
+static bool gw_conn_client_gone(gw_conn_t *c)
+{
+    char b;
+    ssize_t n;
+    do
+        n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n == 0 || (n < 0 && errno != EAGAIN);
+}
+
+/* The client went away while its request waited (on plugins or on the
+ * upstream): cancel what it waits on, log it as 499, close. */
+static void gw_conn_client_abort(gw_conn_t *c)
+{
+    gw_req_t *r = c->req;
+    gw_log_debug("client closed the connection before the response (request %s)",
+                 r->request_id);
+    if (!r->status)
+        r->status = 499;
+    gw_conn_log(c, r);
+    gw_conn_close(c);
+}
+
 static void gw_conn_read_body(gw_conn_t *c)
 {
     gw_worker_t *w = c->w;
     gw_req_t *r = c->req;
     if (r->body_done || c->in->end == c->in->cap) {
-        /* Nothing to read now: the upstream has not taken what we have. */
+        if (r->body_done && !r->head_to_client && gw_conn_client_gone(c)) {
+            gw_conn_client_abort(c);
+            return;
+        }
+        /* Nothing to read now: the upstream has not taken what we have,
+         * or the bytes are a pipelined request's, read after this one. */
         gw_io_set(w->loop, &c->io, c->io.events & ~EV_READ);
         return;
     }
