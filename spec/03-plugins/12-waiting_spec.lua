@@ -102,3 +102,54 @@ describe("plugins: waiting requests", function()
         end, 3, "two 499 lines in the access log")
     end)
 end)
+
+describe("plugins: waiting requests and reload", function()
+    local gw, up, cfg
+
+    lazy_setup(function()
+        up = helpers.start_upstream { name = "svc" }
+        cfg = {
+            plugin_paths = { "spec/fixtures/plugins" },
+            shared_dicts = { waits = "1m" },
+            timeouts = { drain = "500ms" },
+            upstreams = { u = { targets = { up:address() } } },
+            routes = {
+                {
+                    name = "wait",
+                    paths = { "/" },
+                    upstream = "u",
+                    plugins = { waiter = { base = "http://" .. up:address() } },
+                },
+            },
+        }
+        gw = helpers.start_gateway(cfg)
+    end)
+
+    lazy_teardown(helpers.stop_all)
+
+    it("drops waits still running when the old worker's drain time is over", function()
+        local old = gw:wait_workers(1)
+        local sleeping = assert(helpers.connect(gw.port))
+        assert(sleeping:send_request { path = "/sleep?ms=3000&id=reload-sleep" })
+        local calling = assert(helpers.connect(gw.port))
+        assert(calling:send_request { path = "/call?ms=3000&id=reload-call" })
+        helpers.sleep(0.2)
+        assert(gw:reload(cfg))
+        -- The old worker gives them 500 ms, then closes their connections
+        -- without an answer and exits.
+        local closed, data = sleeping:closed(2.5)
+        assert.is_true(closed)
+        assert.equal("", data or "")
+        closed, data = calling:closed(1)
+        assert.is_true(closed)
+        assert.equal("", data or "")
+        helpers.wait_until(function()
+            local pids = gw:worker_pids()
+            return #pids == 1 and pids[1] ~= old[1]
+        end, 5, "the old worker to exit")
+        local res = assert(helpers.http(gw.port, { path = "/count?id=reload-sleep" }))
+        assert.equal(0, res.json.resumed)
+        res = assert(helpers.http(gw.port, { path = "/count?id=reload-call" }))
+        assert.equal(0, res.json.resumed)
+    end)
+end)
