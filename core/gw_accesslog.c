@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #define GW_AL_BUF_SIZE (64 * 1024)
-#define GW_AL_FIXED    320 /* an entry's bytes besides its escaped strings */
+#define GW_AL_FIXED    384 /* an entry's bytes besides its escaped strings */
 
 static char gw_al_buf[GW_AL_BUF_SIZE];
 static size_t gw_al_len;
@@ -194,6 +194,8 @@ void gw_accesslog_write(const gw_access_entry_t *e)
     gw_al_uint(e->status > 0 ? (uint64_t)e->status : 0);
     GW_AL_LIT(",\"bytes_sent\":");
     gw_al_uint(e->bytes_sent);
+    GW_AL_LIT(",\"bytes_received\":");
+    gw_al_uint(e->bytes_received);
     GW_AL_LIT(",\"request_time\":");
     gw_al_seconds(e->request_time);
     GW_AL_LIT(",\"upstream_time\":");

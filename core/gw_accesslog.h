@@ -3,7 +3,8 @@
  *
  *   {"time":"2026-11-22T10:00:00.123Z","request_id":"..","client":"127.0.0.1",
  *    "method":"GET","path":"/x?y=1","route":"r","upstream":"127.0.0.1:9001",
- *    "status":200,"bytes_sent":123,"request_time":0.0012,"upstream_time":0.0010}
+ *    "status":200,"bytes_sent":123,"bytes_received":80,"request_time":0.0012,
+ *    "upstream_time":0.0010}
  *
  * (on one line). Lines collect in a 64 KiB per-process buffer that goes out
  * with one write(2) when full or at gw_accesslog_flush, so lines of several
@@ -21,6 +22,7 @@ typedef struct {
     gw_str_t route, upstream; /* empty: null in the log */
     int status;
     uint64_t bytes_sent;
+    uint64_t bytes_received;
     double request_time;  /* seconds */
     double upstream_time; /* seconds; < 0: no upstream, null in the log */
 } gw_access_entry_t;

@@ -877,16 +877,34 @@ static void gw_cdecode_shared_dicts(gw_cnode_ctx_t *c, const gw_cnode_t *root, g
     gw_cnode_path_pop(c, m);
 }
 
+/* `websocket`: a boolean, or a map of settings (which enables it). */
+static void gw_cdecode_websocket(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_route_conf_t *r)
+{
+    static const char *const fields[] = {"idle_timeout", NULL};
+    const gw_cnode_t *v = gw_cnode_field(n, "websocket");
+    if (!v)
+        return;
+    size_t m = gw_cnode_path_key(c, "websocket");
+    if (v->kind != GW_CNODE_MAP) {
+        gw_cnode_bool(c, v, &r->websocket);
+    } else if (gw_cnode_check_map(c, v, fields, "field")) {
+        r->websocket = true;
+        gw_cnode_field_duration(c, v, "idle_timeout", true, &r->websocket_idle);
+    }
+    gw_cnode_path_pop(c, m);
+}
+
 /* One route; r->index and r->line are already set. */
 static void gw_cdecode_route(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_route_conf_t *r,
                              const gw_config_t *cfg)
 {
-    static const char *const fields[] = {"name",    "hosts",         "paths",      "methods",
-                                         "headers", "upstream",      "strip_path", "preserve_host",
-                                         "host",    "max_body_size", "plugins",    "plugin_order",
-                                         NULL};
+    static const char *const fields[] = {
+        "name",     "hosts",        "paths",         "methods", "headers",
+        "upstream", "strip_path",   "preserve_host", "host",    "max_body_size",
+        "plugins",  "plugin_order", "websocket",     NULL};
     r->preserve_host = true;
     r->max_body_size = -1;
+    r->websocket_idle = 300;
     if (gw_cnode_check_map(c, n, fields, "field")) {
         gw_cnode_field_str(c, n, "name", &r->name);
         gw_cdecode_names(c, n, "hosts", true, &r->hosts, &r->nhosts);
@@ -898,6 +916,7 @@ static void gw_cdecode_route(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_route_co
         gw_cnode_field_bool(c, n, "preserve_host", &r->preserve_host);
         gw_cnode_field_str(c, n, "host", &r->host_header);
         gw_cnode_field_size(c, n, "max_body_size", 0, &r->max_body_size);
+        gw_cdecode_websocket(c, n, r);
         r->plugins = gw_cdecode_plugins(c, n);
         gw_cdecode_strings(c, n, "plugin_order", &r->plugin_order, &r->nplugin_order);
     }

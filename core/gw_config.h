@@ -103,6 +103,8 @@ typedef struct {
     bool preserve_host;    /* default true: forward the client's Host */
     char *host_header;     /* `host:`; when set, Host sent upstream */
     int64_t max_body_size; /* -1: inherit limits.max_body_size */
+    bool websocket;        /* `websocket`: true or a map; upgrades are tunnelled */
+    double websocket_idle; /* websocket.idle_timeout, default 300 */
     /* `plugins`: a map from plugin name to its config (a map or null), in the
      * document; validated by each plugin's schema when the runtime loads. */
     const struct gw_cnode_s *plugins;

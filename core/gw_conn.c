@@ -13,6 +13,7 @@
 #include "gw_metrics.h"
 #include "gw_net.h"
 #include "gw_path.h"
+#include "gw_tunnel.h"
 #include "gw_worker.h"
 
 #include <errno.h>
@@ -224,6 +225,10 @@ void gw_conn_accept(gw_worker_t *w, int fd, const struct sockaddr *sa, socklen_t
 void gw_conn_close(gw_conn_t *c)
 {
     gw_worker_t *w = c->w;
+    if (c->state == GW_CONN_TUNNEL && c->req) {
+        gw_tunnel_close(c->req); /* logs the tunnel, then comes back here */
+        return;
+    }
     if (c->req) {
         gw_proxy_abort(c->req);
         gw_req_put(w, c->req);
@@ -293,6 +298,7 @@ static void gw_conn_log(gw_conn_t *c, gw_req_t *r)
             r->target ? (gw_str_t){r->target->name, strlen(r->target->name)} : (gw_str_t){"", 0},
         .status = r->status,
         .bytes_sent = r->bytes_sent,
+        .bytes_received = gw_req_bytes_received(r),
         .request_time = now - r->t_start,
         .upstream_time = r->t_upstream > 0 ? up_end - r->t_upstream : -1,
     };
@@ -740,6 +746,7 @@ static void gw_req_start(gw_conn_t *c)
         gw_conn_error(c, 413, "request body too large");
         return;
     }
+    r->upgrade = gw_tunnel_wanted(r);
     /* Body bytes that came with the head. */
     if (gw_conn_parse_body(c) != GW_OK)
         return;

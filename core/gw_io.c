@@ -2,6 +2,7 @@
 #include "gw_io.h"
 
 #include <errno.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static ssize_t gw_io_read(int fd, void *buf, size_t len)
@@ -40,4 +41,14 @@ ssize_t gw_upconn_recv(gw_upconn_t *uc, void *buf, size_t len)
 ssize_t gw_upconn_sendv(gw_upconn_t *uc, const struct iovec *iov, int n)
 {
     return gw_io_writev(uc->fd, iov, n);
+}
+
+int gw_conn_shutdown(gw_conn_t *c)
+{
+    return shutdown(c->fd, SHUT_WR);
+}
+
+int gw_upconn_shutdown(gw_upconn_t *uc)
+{
+    return shutdown(uc->fd, SHUT_WR);
 }

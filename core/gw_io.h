@@ -21,4 +21,9 @@ ssize_t gw_conn_sendv(gw_conn_t *c, const struct iovec *iov, int n);
 ssize_t gw_upconn_recv(gw_upconn_t *uc, void *buf, size_t len);
 ssize_t gw_upconn_sendv(gw_upconn_t *uc, const struct iovec *iov, int n);
 
+/* End the writing direction of the stream (a half-close: the peer reads an
+ * end of stream, reading goes on). 0, or -1 with errno set. */
+int gw_conn_shutdown(gw_conn_t *c);
+int gw_upconn_shutdown(gw_upconn_t *uc);
+
 #endif

@@ -129,6 +129,12 @@ GW_PDK double gw_pdk_req_start_time(void)
     return gw_wall_now() - (ev_now(r->w->loop) - r->t_start);
 }
 
+/* Bytes read from the client (see gw_req_bytes_received), as a Lua number. */
+GW_PDK double gw_pdk_req_bytes_received(void)
+{
+    return (double)gw_req_bytes_received(gw_lua_current);
+}
+
 GW_PDK int gw_pdk_req_header_count(void)
 {
     return (int)gw_lua_current->nheaders;
@@ -363,6 +369,13 @@ GW_PDK int gw_pdk_exit(int status, const char *body, size_t len, char *err, size
 GW_PDK int gw_pdk_resp_status(void)
 {
     return gw_lua_current->status;
+}
+
+/* Bytes written to the client so far: the response head and body, or
+ * everything an upgraded connection's tunnel wrote. */
+GW_PDK double gw_pdk_resp_bytes_sent(void)
+{
+    return (double)gw_lua_current->bytes_sent;
 }
 
 GW_PDK int gw_pdk_resp_set_status(int status, char *err, size_t errlen)

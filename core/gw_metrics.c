@@ -36,6 +36,7 @@ typedef struct {
  */
 typedef struct {
     int64_t active;
+    int64_t tunnels;
     int64_t idle[GW_M_UPSTREAM_SLOTS];
     gw_m_hist_t latency[GW_M_UPSTREAM_SLOTS];
     uint64_t status_bits[GW_M_ROUTE_SLOTS][GW_M_STATUS_WORDS];
@@ -173,6 +174,7 @@ void gw_metrics_reset_gauges(int worker_index)
         return;
     gw_m_area_t *a = gw_m_area_of(worker_index);
     a->active = 0;
+    a->tunnels = 0;
     memset(a->idle, 0, sizeof a->idle);
 }
 
@@ -236,6 +238,12 @@ void gw_metrics_active_connections(int delta)
 {
     if (gw_m_area)
         gw_m_area->active += delta;
+}
+
+void gw_metrics_open_tunnels(int delta)
+{
+    if (gw_m_area)
+        gw_m_area->tunnels += delta;
 }
 
 void gw_metrics_idle_connections(int upstream_slot, int delta)
@@ -414,13 +422,15 @@ size_t gw_metrics_render(char **out)
     gw_m_reserve(&b, 0);
     b.p[0] = '\0';
     uint32_t nroutes = 0, nups = 0;
-    int64_t active = 0, workers = 0;
+    int64_t active = 0, tunnels = 0, workers = 0;
     if (gw_m_shm) {
         nroutes = atomic_load_explicit(&gw_m_shm->nroutes, memory_order_acquire);
         nups = atomic_load_explicit(&gw_m_shm->nupstreams, memory_order_acquire);
         workers = gw_m_shm->workers;
-        for (int i = 0; i < gw_m_shm->max_workers; i++)
+        for (int i = 0; i < gw_m_shm->max_workers; i++) {
             active += gw_m_area_of(i)->active;
+            tunnels += gw_m_area_of(i)->tunnels;
+        }
     }
 
     gw_m_family(&b, "moongate_requests_total", "counter",
@@ -442,6 +452,10 @@ size_t gw_metrics_render(char **out)
 
     gw_m_family(&b, "moongate_active_connections", "gauge", "Open client connections.");
     gw_m_printf(&b, "moongate_active_connections %lld\n", (long long)active);
+
+    gw_m_family(&b, "moongate_open_tunnels", "gauge",
+                "Upgraded connections (WebSocket) relaying bytes.");
+    gw_m_printf(&b, "moongate_open_tunnels %lld\n", (long long)tunnels);
 
     gw_m_family(&b, "moongate_upstream_idle_connections", "gauge",
                 "Idle keep-alive connections to upstreams.");

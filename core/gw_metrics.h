@@ -72,6 +72,7 @@ void gw_metrics_set_workers(int n);
 void gw_metrics_request(int route_slot, int status);
 void gw_metrics_upstream_latency(int upstream_slot, double seconds);
 void gw_metrics_active_connections(int delta);
+void gw_metrics_open_tunnels(int delta);
 void gw_metrics_idle_connections(int upstream_slot, int delta);
 
 /*

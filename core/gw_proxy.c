@@ -14,6 +14,7 @@
 #include "gw_lua.h"
 #include "gw_net.h"
 #include "gw_path.h"
+#include "gw_tunnel.h"
 #include "gw_worker.h"
 
 #include <errno.h>
@@ -329,6 +330,11 @@ static int gw_build_request_head(gw_req_t *r)
     }
     if (r->nhdr_ops)
         gw_out_ops(&o, r, GW_SIDE_UPSTREAM, GW_STR("Host"));
+    if (r->upgrade) {
+        GW_OUT_LIT(&o, "Connection: upgrade\r\nUpgrade: ");
+        gw_out_str(&o, gw_tunnel_upgrade_value(r));
+        GW_OUT_LIT(&o, "\r\n");
+    }
     gw_out_forwarded(&o, r);
     GW_OUT_LIT(&o, "\r\n");
     if (o.overflow)
@@ -373,7 +379,15 @@ static int gw_build_response_head(gw_req_t *r)
         gw_out_ops(&o, r, GW_SIDE_RESPONSE, GW_STR(""));
     if (r->c->w->stopping)
         r->close_after = true;
-    if (r->close_after)
+    if (r->upgrade && r->status == 101) {
+        gw_str_t proto = gw_tunnel_upgrade_value(r);
+        for (size_t i = 0; i < r->nrheaders; i++)
+            if (gw_str_caseeq_lit(r->rheaders[i].name, "upgrade"))
+                proto = r->rheaders[i].value;
+        GW_OUT_LIT(&o, "Connection: upgrade\r\nUpgrade: ");
+        gw_out_str(&o, proto);
+        GW_OUT_LIT(&o, "\r\n");
+    } else if (r->close_after)
         GW_OUT_LIT(&o, "Connection: close\r\n");
     else if (r->parser.http_minor == 0)
         GW_OUT_LIT(&o, "Connection: keep-alive\r\n");
@@ -736,15 +750,24 @@ static int gw_parse_response_body(gw_req_t *r)
     return GW_OK;
 }
 
-/* The response head is parsed (it ends at offset head_end of rin). */
 /* The response head (ending at offset head_end of rin) may go out: write
- * the client's head and start on the body. GW_OK, or GW_DONE when the
- * request ended. */
+ * the client's head and start on the body, or on a tunnel after a 101 to
+ * an upgrade. GW_OK, or GW_DONE when the request ended (or became a
+ * tunnel). */
 static int gw_up_head_ready(gw_req_t *r, size_t head_end)
 {
+    bool switching = r->upgrade && llhttp_get_status_code(&r->rparser) == 101;
+    if (switching && r->status != 101)
+        r->close_after = true; /* a plugin replaced the 101: what follows is not HTTP */
     if (gw_build_response_head(r) != GW_OK) {
         r->rhead_done = false;
         gw_proxy_fail(r, GW_FAIL_IO, "response head too large");
+        return GW_DONE;
+    }
+    if (switching && r->status == 101) {
+        double now = ev_now(r->w->loop);
+        gw_balancer_report(r->up->balancer, r->target->index, true, now - r->t_upstream, now);
+        gw_tunnel_start(r, head_end);
         return GW_DONE;
     }
     llhttp_resume(&r->rparser);
@@ -763,7 +786,8 @@ static int gw_up_head_ready(gw_req_t *r, size_t head_end)
 static int gw_up_head_done(gw_req_t *r, size_t head_end)
 {
     r->status = llhttp_get_status_code(&r->rparser);
-    if (r->status >= 100 && r->status < 200) {
+    bool switching = r->status == 101 && r->upgrade;
+    if (r->status >= 100 && r->status < 200 && !switching) {
         /* Interim responses (100, 102, 103) are not relayed. */
         gw_buf_t *rin = r->rin;
         memmove(rin->data, rin->data + head_end, rin->end - head_end);
@@ -778,6 +802,8 @@ static int gw_up_head_done(gw_req_t *r, size_t head_end)
     }
     r->rhead_done = true;
     gw_response_framing(r);
+    if (switching)
+        r->upstream_reusable = false; /* the connection now speaks another protocol */
     if (gw_lua_route_phases(r->w, r->match.route->index) & GW_LUA_HEADER_FILTER) {
         r->rparsed = head_end; /* kept while the plugins run */
         gw_up_watch(r, 0);

@@ -24,6 +24,7 @@ const char *gw_pdk_req_host(size_t *len);
 int gw_pdk_req_http_version(void);
 int gw_pdk_req_client_ip(char *buf, size_t size);
 double gw_pdk_req_start_time(void);
+double gw_pdk_req_bytes_received(void);
 int gw_pdk_req_header_count(void);
 int gw_pdk_req_header(int i, gw_str_t *name, gw_str_t *value);
 int gw_pdk_req_body(size_t max, const char **p, size_t *len, char *err, size_t errlen);
@@ -39,6 +40,7 @@ int gw_pdk_upstream_set_retries(int retries, char *err, size_t errlen);
 int gw_pdk_exit(int status, const char *body, size_t len, char *err, size_t errlen);
 int gw_pdk_resp_status(void);
 int gw_pdk_resp_set_status(int status, char *err, size_t errlen);
+double gw_pdk_resp_bytes_sent(void);
 int gw_pdk_resp_header_count(void);
 int gw_pdk_resp_header(int i, gw_str_t *name, gw_str_t *value);
 int gw_pdk_header_find(int resp, int from, const char *name, size_t len, gw_str_t *value);
@@ -242,6 +244,14 @@ local function first_header(resp, name)
 end
 
 --- The first value of a request header (the name in any case), or nil.
+--- Bytes read from the client: the request head, its body (decoded), and,
+-- for an upgraded connection (status 101), everything received over the
+-- tunnel.
+function request.get_bytes_received()
+    need_request("moongate.request.get_bytes_received")
+    return C.gw_pdk_req_bytes_received()
+end
+
 function request.get_header(name)
     need_request("moongate.request.get_header")
     check_string("moongate.request.get_header", "name", name)
@@ -454,6 +464,13 @@ end
 function response.get_status()
     need_request("moongate.response.get_status")
     return C.gw_pdk_resp_status()
+end
+
+--- Bytes written to the client so far: the response head and body, or,
+-- for an upgraded connection (status 101), everything sent over the tunnel.
+function response.get_bytes_sent()
+    need_request("moongate.response.get_bytes_sent")
+    return C.gw_pdk_resp_bytes_sent()
 end
 
 function response.set_status(status)

@@ -53,6 +53,7 @@ static gw_access_entry_t sample(void)
         .upstream = GW_STR("127.0.0.1:9001"),
         .status = 200,
         .bytes_sent = 123,
+        .bytes_received = 80,
         .request_time = 0.0012,
         .upstream_time = 0.001,
     };
@@ -72,7 +73,8 @@ static void test_line(void)
     CHECK_STR(s, "{\"time\":\"2026-11-22T10:00:00.123Z\",\"request_id\":\"4bf92f3577b34da6\","
                  "\"client\":\"127.0.0.1\",\"method\":\"GET\",\"path\":\"/x?y=1\","
                  "\"route\":\"r\",\"upstream\":\"127.0.0.1:9001\",\"status\":200,"
-                 "\"bytes_sent\":123,\"request_time\":0.0012,\"upstream_time\":0.0010}\n");
+                 "\"bytes_sent\":123,\"bytes_received\":80,\"request_time\":0.0012,"
+                 "\"upstream_time\":0.0010}\n");
     free(s);
     done_temp();
 }
@@ -99,11 +101,11 @@ static void test_nulls_and_numbers(void)
     char *s = slurp();
     CHECK_STR(s, "{\"time\":\"2026-11-22T10:00:01.999Z\",\"request_id\":\"\",\"client\":\"\","
                  "\"method\":\"POST\",\"path\":\"/\",\"route\":null,\"upstream\":null,"
-                 "\"status\":404,\"bytes_sent\":18446744073709551615,"
+                 "\"status\":404,\"bytes_sent\":18446744073709551615,\"bytes_received\":0,"
                  "\"request_time\":12.3457,\"upstream_time\":null}\n"
                  "{\"time\":\"1999-12-31T23:59:59.000Z\",\"request_id\":\"\",\"client\":\"\","
                  "\"method\":\"POST\",\"path\":\"/\",\"route\":null,\"upstream\":null,"
-                 "\"status\":404,\"bytes_sent\":0,"
+                 "\"status\":404,\"bytes_sent\":0,\"bytes_received\":0,"
                  "\"request_time\":0.0000,\"upstream_time\":0.0000}\n");
     free(s);
     done_temp();

@@ -622,6 +622,38 @@ static void test_route_rules(void)
                  "t.yaml:13: routes[4].name: duplicate route name \"route-4\" (first at line 12)");
 }
 
+static void test_route_websocket(void)
+{
+    gw_config_t *cfg =
+        load_ok("upstreams: { u: { targets: [ a:1 ] } }\n"
+                "routes:\n"
+                "  - { name: off, upstream: u }\n"
+                "  - { name: on, upstream: u, websocket: true }\n"
+                "  - { name: tuned, upstream: u, websocket: { idle_timeout: 90s } }\n"
+                "  - { name: no, upstream: u, websocket: false }\n");
+    if (cfg) {
+        CHECK(!cfg->routes[0].websocket);
+        CHECK(cfg->routes[0].websocket_idle == 300);
+        CHECK(cfg->routes[1].websocket);
+        CHECK(cfg->routes[1].websocket_idle == 300);
+        CHECK(cfg->routes[2].websocket);
+        CHECK(cfg->routes[2].websocket_idle == 90);
+        CHECK(!cfg->routes[3].websocket);
+    }
+    gw_config_free(cfg);
+    CHECK_ERRORS("upstreams: { u: { targets: [ a:1 ] } }\n"
+                 "routes:\n"
+                 "  - { upstream: u, websocket: sometimes }\n"
+                 "  - upstream: u\n"
+                 "    websocket: { idle_timeout: 0s, ping: 5s }\n"
+                 "  - { upstream: u, websocket: [ true ] }\n",
+                 "t.yaml:3: routes[0].websocket: expected boolean, got \"sometimes\"",
+                 "t.yaml:5: routes[1].websocket: unknown field \"ping\"",
+                 "t.yaml:5: routes[1].websocket.idle_timeout: expected duration greater than 0,"
+                 " got \"0s\"",
+                 "t.yaml:6: routes[2].websocket: expected boolean, got a list");
+}
+
 static void test_upstream_rules(void)
 {
     CHECK_ERRORS("upstreams:\n"
@@ -758,23 +790,15 @@ static void test_error_format(void)
 int main(void)
 {
     static const gw_test_case_t cases[] = {
-        GW_TEST(test_full_file_top_level),
-        GW_TEST(test_full_file_upstreams),
-        GW_TEST(test_full_file_routes),
-        GW_TEST(test_defaults),
-        GW_TEST(test_scalar_forms),
-        GW_TEST(test_json),
-        GW_TEST(test_env_substitution),
-        GW_TEST(test_many_errors),
-        GW_TEST(test_unknown_fields),
-        GW_TEST(test_bad_durations_and_sizes),
-        GW_TEST(test_bad_addresses),
-        GW_TEST(test_route_rules),
-        GW_TEST(test_upstream_rules),
-        GW_TEST(test_syntax_errors),
-        GW_TEST(test_aliases),
-        GW_TEST(test_load_file),
-        GW_TEST(test_missing_file),
+        GW_TEST(test_full_file_top_level), GW_TEST(test_full_file_upstreams),
+        GW_TEST(test_full_file_routes),    GW_TEST(test_defaults),
+        GW_TEST(test_scalar_forms),        GW_TEST(test_json),
+        GW_TEST(test_env_substitution),    GW_TEST(test_many_errors),
+        GW_TEST(test_unknown_fields),      GW_TEST(test_bad_durations_and_sizes),
+        GW_TEST(test_bad_addresses),       GW_TEST(test_route_rules),
+        GW_TEST(test_route_websocket),     GW_TEST(test_upstream_rules),
+        GW_TEST(test_syntax_errors),       GW_TEST(test_aliases),
+        GW_TEST(test_load_file),           GW_TEST(test_missing_file),
         GW_TEST(test_error_format),
     };
     return GW_TEST_RUN(cases);

@@ -75,6 +75,8 @@ static void worker1_traffic(void)
     gw_metrics_upstream_latency(u, 30);
     gw_metrics_active_connections(3);
     gw_metrics_active_connections(-1);
+    gw_metrics_open_tunnels(2);
+    gw_metrics_open_tunnels(-1);
     gw_metrics_idle_connections(u, 4);
 }
 
@@ -101,6 +103,7 @@ static void test_render_sums_workers(void)
     gw_metrics_request(gw_metrics_route_slot("s"), 99);  /* ignored */
     gw_metrics_upstream_latency(gw_metrics_upstream_slot("u1"), 0.5);
     gw_metrics_active_connections(1);
+    gw_metrics_open_tunnels(1);
     gw_metrics_idle_connections(gw_metrics_upstream_slot("u1"), 1);
 
     char *out = NULL;
@@ -140,6 +143,8 @@ static void test_render_sums_workers(void)
 
     CHECK_LINE(out, "# TYPE moongate_active_connections gauge");
     CHECK_LINE(out, "moongate_active_connections 3");
+    CHECK_LINE(out, "# TYPE moongate_open_tunnels gauge");
+    CHECK_LINE(out, "moongate_open_tunnels 2");
     CHECK_LINE(out, "moongate_upstream_idle_connections{upstream=\"u1\"} 5");
     CHECK_LINE(out, "moongate_upstream_idle_connections{upstream=\"u2\"} 0");
     CHECK_LINE(out, "# TYPE moongate_workers gauge");
@@ -186,6 +191,10 @@ static void test_exact_output(void)
                    "# HELP moongate_active_connections Open client connections.\n"
                    "# TYPE moongate_active_connections gauge\n"
                    "moongate_active_connections 0\n"
+                   "# HELP moongate_open_tunnels Upgraded connections (WebSocket) relaying"
+                   " bytes.\n"
+                   "# TYPE moongate_open_tunnels gauge\n"
+                   "moongate_open_tunnels 0\n"
                    "# HELP moongate_upstream_idle_connections Idle keep-alive connections to"
                    " upstreams.\n"
                    "# TYPE moongate_upstream_idle_connections gauge\n"

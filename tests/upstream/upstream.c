@@ -39,6 +39,8 @@
 #include <ev.h>
 #include <llhttp.h>
 
+#include "upstream_ws.h"
+
 #define GWT_IN_SIZE         (64 * 1024)   /* read buffer per connection */
 #define GWT_OUT_HIGH        (1024 * 1024) /* stop parsing while this much is unsent */
 #define GWT_OUT_LOW         (64 * 1024)   /* refill a stream below this */
@@ -88,6 +90,7 @@ typedef enum {
     GWT_SLOW,      /* /slow: the answer waits for the timer */
     GWT_SLOW_BODY, /* /slow-body: the second half waits for the timer */
     GWT_STREAM,    /* /bytes: producing as the socket drains */
+    GWT_WS,        /* /ws: handed to upstream_ws.c once earlier output is sent */
 } gwt_state_t;
 
 typedef struct gwt_server_s gwt_server_t;
@@ -117,6 +120,7 @@ struct gwt_conn_s {
     bool close_after; /* close once everything produced is sent */
     bool reset_after; /* ... and close with RST */
     bool peer_eof;
+    char ws_accept[29]; /* /ws: the Sec-WebSocket-Accept value */
 };
 
 struct gwt_server_s {
@@ -563,6 +567,20 @@ static void gwt_status_endpoint(gwt_conn_t *c)
     gwt_respond(c, status, NULL, "", 0, NULL);
 }
 
+/* /ws: a WebSocket handshake hands the connection over to upstream_ws.c
+ * (see gwt_conn_run); anything else gets 426. */
+static void gwt_ws_endpoint(gwt_conn_t *c)
+{
+    const gwt_buf_t *upgrade = gwt_req_header(&c->req, "Upgrade");
+    const gwt_buf_t *key = gwt_req_header(&c->req, "Sec-WebSocket-Key");
+    if (!upgrade || upgrade->len != 9 || strncasecmp(upgrade->data, "websocket", 9) != 0 || !key ||
+        !gwt_ws_accept_key(key->data, key->len, c->ws_accept)) {
+        gwt_respond_text(c, 426, "websocket handshake expected");
+        return;
+    }
+    c->state = GWT_WS;
+}
+
 static void gwt_start_timer(gwt_conn_t *c, gwt_state_t state, uint64_t ms)
 {
     c->state = state;
@@ -595,8 +613,10 @@ static void gwt_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
  *   /chunked          "hello world" in three chunks
  *   /health           200 "ok", or the status set by /set-health?status=N
  *   /conn             {"conn_id": N, "requests_on_conn": M}
- *   /stats            {"requests": N, "connections": M} (not counted itself)
+ *   /stats            {"requests": N, "connections": M, "ws_open": W,
+ *                     "ws_total": T} (not counted itself)
  *   /hop              hop-by-hop response headers, then close
+ *   /ws[?hello=1]     WebSocket echo (upstream_ws.h); 426 without a handshake
  * Any of them with ?only=NAME behaves as /echo unless this server is NAME.
  */
 static void gwt_dispatch(gwt_conn_t *c)
@@ -653,8 +673,11 @@ static void gwt_dispatch(gwt_conn_t *c)
     } else if (gwt_path_is(c, "/conn")) {
         gwt_respond_json(c, "{\"conn_id\":%lu,\"requests_on_conn\":%lu}", c->id, c->requests);
     } else if (gwt_path_is(c, "/stats")) {
-        gwt_respond_json(c, "{\"requests\":%lu,\"connections\":%lu}", srv->requests,
-                         srv->next_conn_id);
+        gwt_respond_json(
+            c, "{\"requests\":%lu,\"connections\":%lu,\"ws_open\":%lu,\"ws_total\":%lu}",
+            srv->requests, srv->next_conn_id, gwt_ws_open_count(), gwt_ws_total_count());
+    } else if (gwt_path_is(c, "/ws")) {
+        gwt_ws_endpoint(c);
     } else if (gwt_path_is(c, "/hop")) {
         gwt_head(c, 200, "text/plain", 3, GWT_HEAD_CLOSE | GWT_HEAD_NO_CONNECTION,
                  "Connection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n"
@@ -820,13 +843,14 @@ static void gwt_conn_close(gwt_conn_t *c)
     if (c->reset_after) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    } else {
+    } else if (c->fd >= 0) {
         /* Unread input would turn the close into a reset: drain it first. */
         char drain[4096];
         for (int i = 0; i < 16 && recv(c->fd, drain, sizeof drain, 0) > 0; i++)
             ;
     }
-    close(c->fd);
+    if (c->fd >= 0) /* -1: handed over to the WebSocket echo */
+        close(c->fd);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -889,6 +913,15 @@ static void gwt_conn_run(gwt_conn_t *c)
             return;
         }
         bool flushed = rc == GWT_OK && gwt_buf_pending(&c->out) == 0;
+        if (c->state == GWT_WS) {
+            char hello[8];
+            gwt_ws_adopt(c->srv->loop, c->fd, c->ws_accept,
+                         gwt_query_get(c, "hello", hello, sizeof hello), c->out.data + c->out.off,
+                         gwt_buf_pending(&c->out), c->in + c->in_off, c->in_len - c->in_off);
+            c->fd = -1;
+            gwt_conn_close(c);
+            return;
+        }
         if (c->state != GWT_IDLE)
             break;
         if (c->close_after) {
@@ -1083,6 +1116,7 @@ int main(int argc, char **argv)
 
     while (srv.conns)
         gwt_conn_close(srv.conns);
+    gwt_ws_close_all();
     close(srv.lfd);
     ev_loop_destroy(srv.loop);
     return 0;
