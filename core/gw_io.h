@@ -21,4 +21,16 @@ ssize_t gw_conn_sendv(gw_conn_t *c, const struct iovec *iov, int n);
 ssize_t gw_upconn_recv(gw_upconn_t *uc, void *buf, size_t len);
 ssize_t gw_upconn_sendv(gw_upconn_t *uc, const struct iovec *iov, int n);
 
+/*
+ * Wait for `events` on an upstream connection. Bytes a TLS connection has
+ * already decrypted make a read event at once, since the socket will not
+ * announce them.
+ */
+void gw_upconn_watch(gw_upconn_t *uc, int events);
+
+/* The events to act on for an io event on uc: a TLS read waiting for the
+ * socket to be writable, or a write waiting for it to be readable, is
+ * retried on that event. */
+int gw_upconn_revents(gw_upconn_t *uc, int revents);
+
 #endif
