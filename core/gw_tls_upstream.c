@@ -207,7 +207,7 @@ ssize_t gw_tls_upstream_recv(gw_upconn_t *uc, void *buf, size_t len)
     } else if (events == EV_WRITE) {
         /* The read goes on once the socket takes bytes. */
         uc->tls_rwant = EV_WRITE;
-        gw_io_set(uc->w->loop, &uc->io, uc->io.events | EV_WRITE);
+        gw_io_set(uc->w->loop, &uc->io, (uc->io.events & (EV_READ | EV_WRITE)) | EV_WRITE);
     }
     return -1;
 }

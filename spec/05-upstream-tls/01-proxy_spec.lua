@@ -128,3 +128,33 @@ describe("upstream TLS: proxying", function()
         assert.is_nil(gw:error_log():find("TLS", 1, true), gw:error_log())
     end)
 end)
+
+describe("upstream TLS: pooled connections the upstream closes", function()
+    local c, up, gw
+
+    lazy_setup(function()
+        c = certs.make()
+        up = certs.start_upstream(c)
+        gw = helpers.start_gateway {
+            upstreams = { u = { targets = { up:address() }, tls = { ca = c.ca }, retries = 0 } },
+            routes = { { paths = { "/" }, upstream = "u" } },
+        }
+    end)
+
+    lazy_teardown(helpers.stop_all)
+
+    it("drops an idle pooled connection the upstream closed and connects again", function()
+        local first = assert(helpers.http(gw.port, { path = "/conn" }))
+        assert.equal(200, first.status)
+        -- The upstream ends its connections (with close_notify) and comes back.
+        local port = up.port
+        up:stop()
+        up = certs.start_upstream(c, { port = port })
+        helpers.sleep(0.2)
+        local res = assert(helpers.http(gw.port, { path = "/conn" }))
+        assert.equal(200, res.status)
+        assert.equal(1, res.json.requests_on_conn) -- a new connection
+        local log = gw:error_log()
+        assert.is_nil(log:find("target " .. up:address() .. ":", 1, true), log)
+    end)
+end)

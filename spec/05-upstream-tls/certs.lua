@@ -54,7 +54,8 @@ function certs.make()
 end
 
 --- Start a TLS test upstream with the server certificate; opts.client_ca:
--- require a client certificate signed by it; opts.name as start_upstream.
+-- require a client certificate signed by it; opts.name and opts.port as
+-- start_upstream.
 function certs.start_upstream(c, opts)
     opts = opts or {}
     local args = { "--tls-cert", c.server_cert, "--tls-key", c.server_key }
@@ -62,7 +63,7 @@ function certs.start_upstream(c, opts)
         args[#args + 1] = "--tls-client-ca"
         args[#args + 1] = opts.client_ca
     end
-    return helpers.start_upstream { name = opts.name or "tls", args = args }
+    return helpers.start_upstream { name = opts.name or "tls", port = opts.port, args = args }
 end
 
 return certs
