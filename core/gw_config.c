@@ -8,6 +8,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "gw_config.h"
 #include "gw_config_node.h"
+#include "gw_tls_upstream.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -569,8 +570,8 @@ static void gw_cdecode_health(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_upstrea
 /* One upstream; u->name and u->line are already set. */
 static void gw_cdecode_upstream(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_upstream_conf_t *u)
 {
-    static const char *const fields[] = {"targets",  "balance", "hash",   "keepalive",
-                                         "timeouts", "retries", "health", NULL};
+    static const char *const fields[] = {"targets", "balance", "hash", "keepalive", "timeouts",
+                                         "retries", "health",  "tls",  NULL};
     gw_upstream_defaults(u);
     if (n->kind == GW_CNODE_NULL) {
         gw_cnode_report_key(c, n->line, "targets", "required field missing");
@@ -586,6 +587,7 @@ static void gw_cdecode_upstream(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_upstr
     gw_cdecode_pool(c, n, u);
     gw_cnode_field_int(c, n, "retries", 0, 100, &u->retries);
     gw_cdecode_health(c, n, u);
+    gw_tls_upstream_decode(c, n, &u->tls);
 }
 
 /* `upstreams`: a map from name to upstream, kept in document order. */
@@ -1113,6 +1115,7 @@ static void gw_upstream_conf_free(gw_upstream_conf_t *u)
     free(u->targets);
     free(u->hash_name);
     free(u->active.path);
+    gw_tls_upstream_conf_free(&u->tls);
 }
 
 static void gw_route_conf_free(gw_route_conf_t *r)

@@ -43,6 +43,25 @@ typedef enum {
     GW_HASH_ON_COOKIE,
 } gw_hash_on_t;
 
+/* TLS versions an upstream connection may use (`tls.protocols`). */
+enum { GW_TLS_PROTO_TLS12 = 1, GW_TLS_PROTO_TLS13 = 2 };
+
+#define GW_TLS_DEFAULT_CA "/etc/ssl/certs/ca-certificates.crt"
+
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
+
+/* An upstream's `tls`: TLS to its targets (gw_tls_upstream.c). */
+typedef struct {
+    bool enabled;           /* `tls` present and not false */
+    bool verify;            /* default true */
+    char *ca;               /* CA file; default GW_TLS_DEFAULT_CA */
+    char *sni;              /* NULL: the target's host when it is a name */
+    char *cert, *key;       /* client certificate and key (mTLS), or NULL */
+    unsigned protocols;     /* GW_TLS_PROTO_* bits; default both */
+    char *ciphers;          /* TLS 1.2 cipher list; NULL: OpenSSL's default */
+    struct ssl_ctx_st *ctx; /* built when the config is loaded */
+} gw_upstream_tls_conf_t;
+
 typedef struct {
     char *name;
     gw_target_conf_t *targets;
@@ -68,6 +87,7 @@ typedef struct {
         int failures;    /* 0 disables; default 0 */
         double down_for; /* seconds a target stays down, default 10 */
     } passive;
+    gw_upstream_tls_conf_t tls;
     int line;
 } gw_upstream_conf_t;
 

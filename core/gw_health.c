@@ -3,13 +3,15 @@
  *
  * Each target has a repeating timer; on each tick, unless the previous
  * check is still in flight, a check runs as a small state machine on the
- * loop: non-blocking connect, write the GET, read until the status line is
- * complete, close. One timer bounds the whole check. Addresses are
- * resolved once, at start.
+ * loop: non-blocking connect, a TLS handshake when the upstream has `tls`
+ * (with the same verification as proxied requests), write the GET, read
+ * until the status line is complete, close. One timer bounds the whole
+ * check. Addresses are resolved once, at start.
  */
 #include "gw_health.h"
 
 #include "gw_log.h"
+#include "gw_tls_upstream.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -22,6 +24,7 @@
 typedef enum {
     GW_HC_IDLE = 0,
     GW_HC_CONNECTING,
+    GW_HC_HANDSHAKE,
     GW_HC_WRITING,
     GW_HC_READING,
 } gw_hc_state_t;
@@ -35,7 +38,8 @@ typedef struct {
     ev_timer tick;     /* every interval */
     ev_timer deadline; /* timeout of the check in flight */
     ev_io io;
-    int fd; /* -1 when no check is in flight */
+    int fd;             /* -1 when no check is in flight */
+    struct ssl_st *ssl; /* TLS upstreams, while a check is in flight */
     gw_hc_state_t state;
     char *req;
     size_t req_len, req_sent;
@@ -111,6 +115,8 @@ static void gw_hc_close(gw_hc_target_t *t)
     struct ev_loop *loop = t->h->loop;
     ev_io_stop(loop, &t->io);
     ev_timer_stop(loop, &t->deadline);
+    gw_tls_upstream_ssl_free(t->ssl);
+    t->ssl = NULL;
     if (t->fd >= 0)
         close(t->fd);
     t->fd = -1;
@@ -196,12 +202,38 @@ static bool gw_hc_parse(gw_hc_target_t *t)
     return true;
 }
 
+/*
+ * Move bytes over the check's connection, TLS or plain, like send(2) or
+ * recv(2); with TLS, EAGAIN also switches the watcher to the event the
+ * connection waits for, and a fatal error ends the check with its reason
+ * (then errno is 0 and nothing is left to do).
+ */
+static ssize_t gw_hc_io(gw_hc_target_t *t, bool write, void *buf, size_t len)
+{
+    if (!t->ssl)
+        return write ? send(t->fd, buf, len, MSG_NOSIGNAL) : recv(t->fd, buf, len, 0);
+    int events = 0;
+    char why[256], reason[300];
+    ssize_t n = write ? gw_tls_upstream_ssl_write(t->ssl, buf, len, &events, why, sizeof why)
+                      : gw_tls_upstream_ssl_read(t->ssl, buf, len, &events, why, sizeof why);
+    if (n < 0 && errno == EAGAIN) {
+        gw_hc_watch(t, events);
+    } else if (n < 0) {
+        snprintf(reason, sizeof reason, "TLS %s failed: %s", write ? "write" : "read", why);
+        gw_hc_finish(t, reason);
+        errno = 0;
+    }
+    return n;
+}
+
 /* Send what is left of the request; then wait for the answer. */
 static void gw_hc_write(gw_hc_target_t *t)
 {
     while (t->req_sent < t->req_len) {
-        ssize_t n = send(t->fd, t->req + t->req_sent, t->req_len - t->req_sent, MSG_NOSIGNAL);
+        ssize_t n = gw_hc_io(t, true, t->req + t->req_sent, t->req_len - t->req_sent);
         if (n < 0) {
+            if (errno == 0)
+                return; /* failed and finished */
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -219,8 +251,10 @@ static void gw_hc_write(gw_hc_target_t *t)
 static void gw_hc_read(gw_hc_target_t *t)
 {
     for (;;) {
-        ssize_t n = recv(t->fd, t->buf + t->buf_len, sizeof t->buf - t->buf_len, 0);
+        ssize_t n = gw_hc_io(t, false, t->buf + t->buf_len, sizeof t->buf - t->buf_len);
         if (n < 0) {
+            if (errno == 0)
+                return; /* failed and finished */
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
@@ -247,6 +281,28 @@ static void gw_hc_io_cb(struct ev_loop *loop, ev_io *w, int revents)
             err = errno;
         if (err) {
             gw_hc_fail_errno(t, "connect", err);
+            return;
+        }
+        t->state = GW_HC_WRITING;
+        if (t->h->conf->tls.enabled) {
+            t->ssl = gw_tls_upstream_ssl_new(t->h->conf, (size_t)t->index, t->fd);
+            if (!t->ssl) {
+                gw_hc_finish(t, "cannot set up TLS");
+                return;
+            }
+            t->state = GW_HC_HANDSHAKE;
+        }
+    }
+    if (t->state == GW_HC_HANDSHAKE) {
+        char err[320];
+        int events = 0;
+        int rc = gw_tls_upstream_ssl_handshake(t->ssl, &events, err, sizeof err);
+        if (rc == GW_AGAIN) {
+            gw_hc_watch(t, events);
+            return;
+        }
+        if (rc != GW_OK) {
+            gw_hc_finish(t, err);
             return;
         }
         t->state = GW_HC_WRITING;

@@ -1,6 +1,10 @@
 /* Byte transport of client and upstream sockets (see gw_io.h). */
 #include "gw_io.h"
 
+#include "gw_tls_upstream.h"
+
+#include <openssl/ssl.h>
+
 #include <errno.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -35,11 +39,15 @@ ssize_t gw_conn_sendv(gw_conn_t *c, const struct iovec *iov, int n)
 
 ssize_t gw_upconn_recv(gw_upconn_t *uc, void *buf, size_t len)
 {
+    if (uc->ssl)
+        return gw_tls_upstream_recv(uc, buf, len);
     return gw_io_read(uc->fd, buf, len);
 }
 
 ssize_t gw_upconn_sendv(gw_upconn_t *uc, const struct iovec *iov, int n)
 {
+    if (uc->ssl)
+        return gw_tls_upstream_sendv(uc, iov, n);
     return gw_io_writev(uc->fd, iov, n);
 }
 
@@ -50,5 +58,19 @@ int gw_conn_shutdown(gw_conn_t *c)
 
 int gw_upconn_shutdown(gw_upconn_t *uc)
 {
+    if (uc->ssl)
+        SSL_shutdown(uc->ssl); /* close_notify before the TCP half-close */
     return shutdown(uc->fd, SHUT_WR);
+}
+
+void gw_upconn_watch(gw_upconn_t *uc, int events)
+{
+    gw_io_set(uc->w->loop, &uc->io, events);
+    if ((events & EV_READ) && gw_tls_upstream_pending(uc))
+        ev_feed_event(uc->w->loop, &uc->io, EV_READ);
+}
+
+int gw_upconn_revents(gw_upconn_t *uc, int revents)
+{
+    return gw_tls_upstream_revents(uc, revents);
 }

@@ -26,4 +26,16 @@ ssize_t gw_upconn_sendv(gw_upconn_t *uc, const struct iovec *iov, int n);
 int gw_conn_shutdown(gw_conn_t *c);
 int gw_upconn_shutdown(gw_upconn_t *uc);
 
+/*
+ * Wait for `events` on an upstream connection. Bytes a TLS connection has
+ * already decrypted make a read event at once, since the socket will not
+ * announce them.
+ */
+void gw_upconn_watch(gw_upconn_t *uc, int events);
+
+/* The events to act on for an io event on uc: a TLS read waiting for the
+ * socket to be writable, or a write waiting for it to be readable, is
+ * retried on that event. */
+int gw_upconn_revents(gw_upconn_t *uc, int revents);
+
 #endif

@@ -15,6 +15,7 @@
 #include "gw_net.h"
 #include "gw_path.h"
 #include "gw_tunnel.h"
+#include "gw_tls_upstream.h"
 #include "gw_worker.h"
 
 #include <errno.h>
@@ -412,7 +413,7 @@ static double gw_read_or_send(const gw_req_t *r, bool read)
 
 static void gw_up_watch(gw_req_t *r, int events)
 {
-    gw_io_set(r->c->w->loop, &r->uc->io, events);
+    gw_upconn_watch(r->uc, events);
 }
 
 static void gw_up_timer(gw_req_t *r, double after)
@@ -946,24 +947,52 @@ int gw_proxy_resume_response(gw_req_t *r)
     return GW_OK;
 }
 
+/*
+ * r's connection is being set up: finish the TCP connect, then, to a TLS
+ * upstream, the handshake (both under the connect timeout; a failure of
+ * either is a connect failure), then start sending.
+ */
+static void gw_up_connect_step(gw_req_t *r)
+{
+    gw_upconn_t *uc = r->uc;
+    char detail[320];
+    if (!uc->handshaking) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(uc->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err) {
+            snprintf(detail, sizeof detail, "connect failed: %s", strerror(err));
+            gw_proxy_fail(r, GW_FAIL_CONNECT, detail);
+            return;
+        }
+        uc->handshaking = uc->ssl != NULL;
+    }
+    if (uc->handshaking) {
+        int events = 0;
+        int rc = gw_tls_upstream_handshake(uc, &events, detail, sizeof detail);
+        if (rc == GW_AGAIN) {
+            gw_up_watch(r, events);
+            return;
+        }
+        if (rc != GW_OK) {
+            gw_proxy_fail(r, GW_FAIL_CONNECT, detail);
+            return;
+        }
+        uc->handshaking = false;
+    }
+    uc->connecting = false;
+    gw_up_send(r);
+}
+
 static void gw_up_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     gw_req_t *r = io->data;
     gw_upconn_t *uc = r->uc;
     if (uc->connecting) {
-        int err = 0;
-        socklen_t len = sizeof err;
-        getsockopt(uc->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        if (err) {
-            char detail[128];
-            snprintf(detail, sizeof detail, "connect failed: %s", strerror(err));
-            gw_proxy_fail(r, GW_FAIL_CONNECT, detail);
-            return;
-        }
-        uc->connecting = false;
-        gw_up_send(r);
+        gw_up_connect_step(r);
         return;
     }
+    revents = gw_upconn_revents(uc, revents);
     if (revents & EV_WRITE) {
         if (gw_up_send(r) == GW_DONE)
             return;

@@ -7,6 +7,7 @@
 #include "gw_log.h"
 #include "gw_metrics.h"
 #include "gw_net.h"
+#include "gw_tls_upstream.h"
 #include "gw_worker.h"
 
 #include <errno.h>
@@ -53,6 +54,8 @@ void gw_upstreams_free(gw_worker_t *w)
         gw_upstream_t *up = &w->upstreams[i];
         gw_health_stop(up->health);
         gw_balancer_free(up->balancer);
+        for (size_t j = 0; j < up->ntargets; j++)
+            gw_tls_upstream_target_free(&up->targets[j]);
         free(up->targets);
     }
     free(w->upstreams);
@@ -75,10 +78,18 @@ static void gw_pool_unlink(gw_upconn_t *uc)
 }
 
 /* An idle connection became readable (the upstream closed it or sent
- * garbage) or its idle timeout passed: either way it is closed. */
+ * garbage; over TLS, records that are not data are consumed) or its idle
+ * timeout passed: either way it is closed. */
 static void gw_idle_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     gw_upconn_t *uc = io->data;
+    if (uc->ssl) {
+        if (gw_tls_upstream_idle_alive(uc))
+            return;
+        gw_pool_unlink(uc);
+        gw_upconn_close(uc);
+        return;
+    }
     char b;
     ssize_t n = recv(uc->fd, &b, 1, MSG_PEEK);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -111,7 +122,7 @@ void gw_upstream_pool_put(gw_upconn_t *uc)
     gw_target_t *t = uc->target;
     gw_worker_t *w = uc->w;
     uc->req = NULL;
-    if (w->stopping || t->nidle >= t->up->conf->max_idle) {
+    if (w->stopping || t->nidle >= t->up->conf->max_idle || gw_tls_upstream_pending(uc)) {
         gw_upconn_close(uc);
         return;
     }
@@ -139,6 +150,7 @@ void gw_upconn_close(gw_upconn_t *uc)
     gw_worker_t *w = uc->w;
     ev_io_stop(w->loop, &uc->io);
     ev_timer_stop(w->loop, &uc->timer);
+    gw_tls_upstream_detach(uc);
     close(uc->fd);
     free(uc);
 }
@@ -160,6 +172,14 @@ gw_upconn_t *gw_upconn_open(gw_worker_t *w, gw_target_t *t)
     uc->connecting = in_progress;
     ev_io_init(&uc->io, NULL, fd, 0);
     ev_init(&uc->timer, NULL);
+    if (t->up->conf->tls.enabled) {
+        if (gw_tls_upstream_attach(uc) != GW_OK) {
+            gw_upconn_close(uc);
+            errno = ENOMEM;
+            return NULL;
+        }
+        uc->connecting = true; /* the handshake follows, even after an immediate connect */
+    }
     return uc;
 }
 

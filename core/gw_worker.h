@@ -45,6 +45,8 @@ typedef struct {
 struct lua_State;
 struct gw_lua_s;
 struct gw_tunnel_s;
+struct ssl_st;
+struct ssl_session_st;
 
 /* An upstream connection; idle ones wait in their target's pool. */
 struct gw_upconn_s {
@@ -56,7 +58,12 @@ struct gw_upconn_s {
     ev_timer timer;
     int fd;
     unsigned requests; /* requests served on this connection */
-    bool connecting;
+    bool connecting;   /* TCP connect, then TLS handshake, in progress */
+    bool handshaking;  /* connected, TLS handshake in progress */
+    /* TLS upstreams (gw_tls_upstream.c): the connection's SSL object, and
+     * the socket event the last TLS read / write waits for (0: none). */
+    struct ssl_st *ssl;
+    uint8_t tls_rwant, tls_wwant;
 };
 
 struct gw_target_s {
@@ -68,6 +75,7 @@ struct gw_target_s {
     char name[80];     /* "host:port" */
     gw_upconn_t *idle; /* most recently used first */
     unsigned nidle;
+    struct ssl_session_st *tls_session; /* last TLS session, offered again */
 };
 
 struct gw_upstream_s {

@@ -593,9 +593,11 @@ function helpers.start_upstream(opts)
     local port = opts.port or helpers.free_port()
     local dir = helpers.tmpdir()
     local up = setmetatable({ kind = "upstream", name = name, port = port, dir = dir }, Upstream)
-    start_process(up, {
-        helpers.upstream_bin, "--listen", "127.0.0.1:" .. port, "--name", name,
-    }, dir .. "/output.log")
+    local argv = { helpers.upstream_bin, "--listen", "127.0.0.1:" .. port, "--name", name }
+    for _, arg in ipairs(opts.args or {}) do
+        argv[#argv + 1] = arg
+    end
+    start_process(up, argv, dir .. "/output.log")
     local ok, err = helpers.wait_for_port(port, opts.timeout or 5, up)
     if not ok then
         local out = up:output()

@@ -683,6 +683,48 @@ static void test_upstream_rules(void)
                  " got \"verbose\"");
 }
 
+static void test_upstream_tls(void)
+{
+    gw_config_t *cfg = load_ok("upstreams:\n"
+                               "  plain: { targets: [ x:1 ] }\n"
+                               "  short: { targets: [ x:1 ], tls: true }\n"
+                               "  off: { targets: [ x:1 ], tls: false }\n"
+                               "  full:\n"
+                               "    targets: [ x:1 ]\n"
+                               "    tls: { verify: false, sni: api.internal, protocols: TLSv1.3,\n"
+                               "           ciphers: ECDHE-ECDSA-AES128-GCM-SHA256 }\n");
+    if (!cfg)
+        return;
+    const gw_upstream_tls_conf_t *plain = &gw_config_upstream(cfg, "plain")->tls;
+    const gw_upstream_tls_conf_t *tls = &gw_config_upstream(cfg, "short")->tls;
+    const gw_upstream_tls_conf_t *off = &gw_config_upstream(cfg, "off")->tls;
+    const gw_upstream_tls_conf_t *full = &gw_config_upstream(cfg, "full")->tls;
+    CHECK(!plain->enabled && plain->ctx == NULL);
+    CHECK(!off->enabled && off->ctx == NULL);
+    CHECK(tls->enabled && tls->verify && tls->ctx != NULL);
+    CHECK_STR(tls->ca, GW_TLS_DEFAULT_CA);
+    CHECK(tls->sni == NULL && tls->cert == NULL && tls->key == NULL);
+    CHECK_INT(tls->protocols, GW_TLS_PROTO_TLS12 | GW_TLS_PROTO_TLS13);
+    CHECK(full->enabled && !full->verify && full->ctx != NULL);
+    CHECK_STR(full->sni, "api.internal");
+    CHECK_INT(full->protocols, GW_TLS_PROTO_TLS13);
+    gw_config_free(cfg);
+
+    CHECK_ERRORS("upstreams:\n"
+                 "  a: { targets: [ x:1 ], tls: maybe }\n"
+                 "  b: { targets: [ x:1 ], tls: { key: /k.pem } }\n"
+                 "  c: { targets: [ x:1 ], tls: { protocols: [ ] } }\n"
+                 "  d: { targets: [ x:1 ], tls: { ca: /nonexistent/ca.pem } }\n"
+                 "  e: { targets: [ x:1 ], tls: { verfy: false } }\n",
+                 "t.yaml:2: upstreams.a.tls: expected true, false or a map, got \"maybe\"",
+                 "t.yaml:3: upstreams.b.tls.cert: required with key",
+                 "t.yaml:4: upstreams.c.tls.protocols: expected at least one of \"TLSv1.2\", "
+                 "\"TLSv1.3\"",
+                 "t.yaml:5: upstreams.d.tls.ca: cannot load CA file \"/nonexistent/ca.pem\": No "
+                 "such file or directory",
+                 "t.yaml:6: upstreams.e.tls: unknown field \"verfy\"");
+}
+
 static void test_syntax_errors(void)
 {
     CHECK_ERRORS("listen: 8080\n"
@@ -790,15 +832,25 @@ static void test_error_format(void)
 int main(void)
 {
     static const gw_test_case_t cases[] = {
-        GW_TEST(test_full_file_top_level), GW_TEST(test_full_file_upstreams),
-        GW_TEST(test_full_file_routes),    GW_TEST(test_defaults),
-        GW_TEST(test_scalar_forms),        GW_TEST(test_json),
-        GW_TEST(test_env_substitution),    GW_TEST(test_many_errors),
-        GW_TEST(test_unknown_fields),      GW_TEST(test_bad_durations_and_sizes),
-        GW_TEST(test_bad_addresses),       GW_TEST(test_route_rules),
-        GW_TEST(test_route_websocket),     GW_TEST(test_upstream_rules),
-        GW_TEST(test_syntax_errors),       GW_TEST(test_aliases),
-        GW_TEST(test_load_file),           GW_TEST(test_missing_file),
+        GW_TEST(test_full_file_top_level),
+        GW_TEST(test_full_file_upstreams),
+        GW_TEST(test_full_file_routes),
+        GW_TEST(test_defaults),
+        GW_TEST(test_scalar_forms),
+        GW_TEST(test_json),
+        GW_TEST(test_env_substitution),
+        GW_TEST(test_many_errors),
+        GW_TEST(test_unknown_fields),
+        GW_TEST(test_bad_durations_and_sizes),
+        GW_TEST(test_bad_addresses),
+        GW_TEST(test_route_rules),
+        GW_TEST(test_route_websocket),
+        GW_TEST(test_upstream_rules),
+        GW_TEST(test_upstream_tls),
+        GW_TEST(test_syntax_errors),
+        GW_TEST(test_aliases),
+        GW_TEST(test_load_file),
+        GW_TEST(test_missing_file),
         GW_TEST(test_error_format),
     };
     return GW_TEST_RUN(cases);

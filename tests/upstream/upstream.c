@@ -3,6 +3,7 @@
  * the benchmark proxy to.
  *
  *     moongate-test-upstream --listen HOST:PORT [--name NAME]
+ *         [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
  *
  * Prints "ready" on stdout once listening and exits on SIGTERM or SIGINT.
  * One libev loop, non-blocking sockets, keep-alive and pipelining (answers
@@ -12,7 +13,8 @@
  * echo endpoints. Output is produced with backpressure, so streaming a
  * gigabyte either way uses bounded memory.
  *
- * Every response carries "X-Upstream: NAME". A request with
+ * Every response carries "X-Upstream: NAME" (and, over TLS, the X-TLS-*
+ * headers of upstream_tls.h, except the few raw answers). A request with
  * "Expect: 100-continue" gets "100 Continue" before its body is read. HEAD
  * gets the headers of the GET answer only. The endpoints are listed in
  * gwt_dispatch().
@@ -39,6 +41,7 @@
 #include <ev.h>
 #include <llhttp.h>
 
+#include "upstream_tls.h"
 #include "upstream_ws.h"
 
 #define GWT_IN_SIZE         (64 * 1024)   /* read buffer per connection */
@@ -101,6 +104,7 @@ struct gwt_conn_s {
     gwt_conn_t *prev;
     gwt_conn_t *next;
     int fd;
+    gwt_tls_t *tls; /* NULL without --tls-cert */
     unsigned long id;
     unsigned long requests;
     ev_io rio;
@@ -393,6 +397,7 @@ static void gwt_head(gwt_conn_t *c, int status, const char *ctype, int64_t lengt
     }
     if (extra)
         gwt_buf_puts(o, extra);
+    gwt_buf_puts(o, gwt_tls_headers(c->tls));
     gwt_buf_puts(o, "\r\n");
 }
 
@@ -846,9 +851,10 @@ static void gwt_conn_close(gwt_conn_t *c)
     } else if (c->fd >= 0) {
         /* Unread input would turn the close into a reset: drain it first. */
         char drain[4096];
-        for (int i = 0; i < 16 && recv(c->fd, drain, sizeof drain, 0) > 0; i++)
+        for (int i = 0; i < 16 && gwt_tls_recv(c->tls, c->fd, drain, sizeof drain) > 0; i++)
             ;
     }
+    gwt_tls_free(c->tls);
     if (c->fd >= 0) /* -1: handed over to the WebSocket echo */
         close(c->fd);
     if (c->prev)
@@ -871,7 +877,7 @@ static int gwt_conn_write(gwt_conn_t *c)
         size_t n = gwt_buf_pending(&c->out);
         if (n == 0)
             return GWT_OK;
-        ssize_t w = send(c->fd, c->out.data + c->out.off, n, MSG_NOSIGNAL);
+        ssize_t w = gwt_tls_send(c->tls, c->fd, c->out.data + c->out.off, n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -953,7 +959,7 @@ static void gwt_on_readable(struct ev_loop *loop, ev_io *w, int revents)
         c->in_len -= c->in_off;
         c->in_off = 0;
     }
-    ssize_t n = recv(c->fd, c->in + c->in_len, GWT_IN_SIZE - c->in_len, 0);
+    ssize_t n = gwt_tls_recv(c->tls, c->fd, c->in + c->in_len, GWT_IN_SIZE - c->in_len);
     if (n > 0) {
         c->in_len += (size_t)n;
     } else if (n == 0) {
@@ -977,6 +983,7 @@ static void gwt_conn_new(gwt_server_t *srv, int fd)
     c->srv = srv;
     c->fd = fd;
     c->id = ++srv->next_conn_id;
+    c->tls = gwt_tls_new(fd);
     llhttp_init(&c->parser, HTTP_REQUEST, &srv->settings);
     c->parser.data = c;
     gwt_req_reset(&c->req);
@@ -1058,12 +1065,14 @@ static int gwt_listen(const char *spec)
 
 static void gwt_usage(void)
 {
-    fprintf(stderr, "usage: moongate-test-upstream --listen HOST:PORT [--name NAME]\n");
+    fprintf(stderr, "usage: moongate-test-upstream --listen HOST:PORT [--name NAME]\n"
+                    "           [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *listen_on = NULL;
+    const char *tls_cert = NULL, *tls_key = NULL, *tls_client_ca = NULL;
     gwt_server_t srv = {.name = "upstream", .health_status = 200};
 
     for (int i = 1; i < argc; i++) {
@@ -1071,15 +1080,23 @@ int main(int argc, char **argv)
             listen_on = argv[++i];
         } else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
             srv.name = argv[++i];
+        } else if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc) {
+            tls_cert = argv[++i];
+        } else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc) {
+            tls_key = argv[++i];
+        } else if (strcmp(argv[i], "--tls-client-ca") == 0 && i + 1 < argc) {
+            tls_client_ca = argv[++i];
         } else {
             gwt_usage();
             return 2;
         }
     }
-    if (!listen_on) {
+    if (!listen_on || !tls_cert != !tls_key || (tls_client_ca && !tls_cert)) {
         gwt_usage();
         return 2;
     }
+    if (tls_cert && !gwt_tls_init(tls_cert, tls_key, tls_client_ca))
+        return 1;
     for (size_t i = 0; i < sizeof gwt_pattern; i++)
         gwt_pattern[i] = gwt_pattern_unit[i % 16];
 
