@@ -1,6 +1,6 @@
 /*
  * Byte transport of the gateway's sockets. Every read and write on a client
- * connection or an upstream connection goes through these four functions, so
+ * connection or an upstream connection goes through these functions, so
  * that a transport other than a plain socket (TLS) can sit underneath the
  * HTTP code without it knowing.
  *

@@ -102,6 +102,27 @@ describe("websocket tunnels", function()
         ws:close(1000)
     end)
 
+    it("holds a bounded amount for a client that does not read", function()
+        local pid = gw:worker_pids()[1]
+        local before = helpers.rss_kb(pid)
+        local ws = open()
+        ws.sock:settimeout(1)
+        local frame = ws_client.frame("binary", helpers.pattern(1048576))
+        local sent = 0
+        while sent < 128 and ws.sock:send(frame) do
+            sent = sent + 1
+        end
+        -- The kernel's socket buffers and the upstream's own output fill
+        -- up, then the client cannot send more.
+        assert.is_true(sent < 128, "128 MiB went through without the client reading")
+        local grown = helpers.rss_kb(pid) - before
+        assert.is_true(grown < 8192, "the worker grew by " .. grown .. " KiB")
+        ws:abort()
+        helpers.wait_until(function()
+            return up:stats().ws_open == 0
+        end, 5, "the upstream's websocket to close")
+    end)
+
     it("answers a ping with a pong carrying the same data", function()
         local ws = open()
         assert(ws:ping("are you there"))
@@ -209,6 +230,21 @@ describe("websocket tunnels", function()
         end, 5, "the upstream's websocket to close")
     end)
 
+    it("passes other upgrades and upgrade requests with a body as plain requests", function()
+        local cases = {
+            { headers = { Connection = "Upgrade", Upgrade = "h2c" } },
+            { method = "POST", body = "x", headers = { Connection = "Upgrade", Upgrade = "websocket" } },
+            { version = "1.0", headers = { Connection = "Upgrade", Upgrade = "websocket" } },
+        }
+        for _, opts in ipairs(cases) do
+            opts.path = "/echo"
+            local res = assert(helpers.http(gw.port, opts))
+            assert.equal(200, res.status)
+            assert.is_nil(helpers.echo_header(res.json, "upgrade"))
+            assert.is_nil(helpers.echo_header(res.json, "connection"))
+        end
+    end)
+
     it("treats an answer other than 101 as a normal response", function()
         local ws, err, res, c = ws_client.connect(gw.port, { path = "/echo" })
         assert.is_nil(ws)
@@ -224,12 +260,25 @@ describe("websocket tunnels", function()
         local again = assert(c:request { path = "/echo" })
         assert.equal(200, again.status)
         c:close()
+        local entry = helpers.wait_until(function()
+            for _, e in ipairs(gw:access_log()) do
+                if e.request_id == helpers.echo_header(echo, "x-request-id") then
+                    return e
+                end
+            end
+        end, 5, "the access log line")
+        assert.equal(200, entry.status)
+        assert.is_true(entry.bytes_received > 100)
     end)
 
     it("closes a tunnel that stays idle for the route's idle_timeout", function()
         local ws = open { host = "idle.test" }
-        assert(ws:send_text("ping"))
-        assert.equal("ping", select(2, ws:receive()))
+        -- Traffic keeps it open past the timeout.
+        for i = 1, 5 do
+            assert(ws:send_text("ping " .. i))
+            assert.equal("ping " .. i, select(2, ws:receive()))
+            helpers.sleep(0.4)
+        end
         local closed = ws:closed(4)
         ws:abort()
         assert.is_true(closed)

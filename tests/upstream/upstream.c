@@ -904,6 +904,8 @@ static void gwt_conn_watch(gwt_conn_t *c)
         ev_io_start(loop, &c->rio);
     else if (!want_read && ev_is_active(&c->rio))
         ev_io_stop(loop, &c->rio);
+    if (want_read && gwt_tls_pending(c->tls))
+        ev_feed_event(loop, &c->rio, EV_READ); /* bytes TLS already decrypted */
 }
 
 /*

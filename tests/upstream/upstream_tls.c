@@ -114,6 +114,11 @@ ssize_t gwt_tls_send(gwt_tls_t *tls, int fd, const void *buf, size_t len)
     return gwt_tls_error(tls);
 }
 
+bool gwt_tls_pending(gwt_tls_t *tls)
+{
+    return tls && SSL_pending(tls->ssl) > 0;
+}
+
 const char *gwt_tls_headers(gwt_tls_t *tls)
 {
     if (!tls)

@@ -24,6 +24,10 @@ gwt_tls_t *gwt_tls_new(int fd);
 ssize_t gwt_tls_recv(gwt_tls_t *tls, int fd, void *buf, size_t len);
 ssize_t gwt_tls_send(gwt_tls_t *tls, int fd, const void *buf, size_t len);
 
+/* Whether decrypted bytes wait in tls's buffer (no socket event will
+ * announce them); false when tls is NULL. */
+bool gwt_tls_pending(gwt_tls_t *tls);
+
 /*
  * Header lines (each ending in CRLF) describing the connection's TLS, or
  * "" when tls is NULL: X-TLS-SNI (the server name the client sent, "-"
