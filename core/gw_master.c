@@ -18,6 +18,9 @@
 #include "gw_watchdog.h"
 #include "gw_worker.h"
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -224,7 +227,11 @@ static void gw_master_spawn(gw_master_t *m, int index)
         int nfds = (int)m->cfg->nlistens;
         int *lfds = nfds <= 64 ? fds : gw_xcalloc((size_t)nfds, sizeof(int));
         gw_master_child_cleanup(m, index, lfds);
-        _exit(gw_worker_run(m->cfg, index, area, lfds));
+        int rc = gw_worker_run(m->cfg, index, area, lfds);
+#ifdef __SANITIZE_ADDRESS__
+        __lsan_do_leak_check(); /* _exit skips the leak check that exit does */
+#endif
+        _exit(rc);
     }
     gw_child_t *c = &m->children[m->nchildren++];
     c->pid = pid;
