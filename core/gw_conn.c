@@ -469,6 +469,19 @@ void gw_conn_request_done(gw_conn_t *c)
     gw_conn_next_request(c);
 }
 
+/* r becomes a task of the worker, no longer tied to a connection: counted
+ * and listed until gw_conn_task_done. */
+static void gw_task_link(gw_worker_t *w, gw_req_t *r)
+{
+    r->detached = true;
+    r->task_prev = NULL;
+    r->task_next = w->tasks;
+    if (w->tasks)
+        w->tasks->task_prev = r;
+    w->tasks = r;
+    w->ntasks++;
+}
+
 /*
  * Run the log phase of r, which no longer belongs to c: r keeps c's buffer
  * (its header slices point into it) and c gets a fresh one holding the
@@ -486,8 +499,7 @@ static void gw_conn_detach_for_log(gw_conn_t *c, gw_req_t *r, size_t leftover_at
     }
     r->held_in = in;
     r->c = NULL;
-    r->detached = true;
-    w->ntasks++;
+    gw_task_link(w, r);
     if (gw_lua_run(r, GW_LUA_LOG) != GW_AGAIN)
         gw_conn_task_done(r);
 }
@@ -496,16 +508,21 @@ gw_req_t *gw_conn_task_new(gw_worker_t *w)
 {
     gw_req_t *r = gw_req_get(w);
     r->w = w;
-    r->detached = true;
     r->t_start = ev_now(w->loop);
     gw_worker_request_id(w, r->request_id);
-    w->ntasks++;
+    gw_task_link(w, r);
     return r;
 }
 
 void gw_conn_task_done(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
+    if (r->task_prev)
+        r->task_prev->task_next = r->task_next;
+    else
+        w->tasks = r->task_next;
+    if (r->task_next)
+        r->task_next->task_prev = r->task_prev;
     w->ntasks--;
     gw_req_put(w, r);
 }
@@ -1029,8 +1046,7 @@ static bool gw_conn_client_gone(gw_conn_t *c)
 static void gw_conn_client_abort(gw_conn_t *c)
 {
     gw_req_t *r = c->req;
-    gw_log_debug("client closed the connection before the response (request %s)",
-                 r->request_id);
+    gw_log_debug("client closed the connection before the response (request %s)", r->request_id);
     if (!r->status)
         r->status = 499;
     gw_conn_log(c, r);

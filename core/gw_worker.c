@@ -113,6 +113,10 @@ static void gw_worker_free(gw_worker_t *w)
 {
     while (w->conns)
         gw_conn_close(w->conns);
+    /* Log phases and timer runs still waiting when the drain time ran out:
+     * cancel their waits and free them before their VM goes. */
+    while (w->tasks)
+        gw_conn_task_done(w->tasks);
     gw_lua_close(w);
     gw_upstreams_free(w);
     gw_router_free(w->router);

@@ -178,7 +178,8 @@ struct gw_req_s {
     bool lua_ctx; /* the request's ctx table may exist */
     int lua_phase;
     bool lua_waiting;
-    bool detached; /* log phase: the connection went on without it */
+    bool detached;                   /* log phase: the connection went on without it */
+    gw_req_t *task_prev, *task_next; /* in w->tasks while detached */
     ev_timer lua_timer;
     void (*lua_cancel)(gw_req_t *r); /* cancels what the coroutine waits on */
     void *lua_wait;                  /* what it waits on (e.g. HTTP calls) */
@@ -251,7 +252,8 @@ struct gw_worker_s {
     int nreq_slots;   /* request structures made so far (their lua_slot) */
     gw_conn_t *conns; /* every open client connection */
     size_t nconns;
-    size_t ntasks; /* log phases and timer tasks still running */
+    size_t ntasks;   /* log phases and timer tasks still running */
+    gw_req_t *tasks; /* those tasks (linked by task_prev/task_next) */
 
     ev_signal sig_term, sig_quit, sig_int;
     ev_timer flush_timer;

@@ -152,4 +152,19 @@ describe("plugins: waiting requests and reload", function()
         res = assert(helpers.http(gw.port, { path = "/count?id=reload-call" }))
         assert.equal(0, res.json.resumed)
     end)
+
+    it("frees a log phase still waiting when the old worker's drain time is over", function()
+        local old = gw:wait_workers(1)
+        local res = assert(helpers.http(gw.port, { path = "/logwait?ms=3000&id=drain" }))
+        assert.equal(200, res.status)
+        assert(gw:reload(cfg))
+        helpers.wait_until(function()
+            local pids = gw:worker_pids()
+            return #pids == 1 and pids[1] ~= old[1]
+        end, 2.5, "the old worker to exit at the end of its drain time")
+        -- The log phase never finished; under the sanitizer build, what it
+        -- held would be reported as leaked when the worker exited.
+        res = assert(helpers.http(gw.port, { path = "/logcount?id=drain" }))
+        assert.equal(0, res.json.logged)
+    end)
 end)
