@@ -1,6 +1,8 @@
 /* Byte transport of client and upstream sockets (see gw_io.h). */
 #include "gw_io.h"
 
+#include "gw_tls.h"
+
 #include <errno.h>
 #include <unistd.h>
 
@@ -24,11 +26,15 @@ static ssize_t gw_io_writev(int fd, const struct iovec *iov, int cnt)
 
 ssize_t gw_conn_recv(gw_conn_t *c, void *buf, size_t len)
 {
+    if (c->ssl)
+        return gw_tls_recv(c, buf, len);
     return gw_io_read(c->fd, buf, len);
 }
 
 ssize_t gw_conn_sendv(gw_conn_t *c, const struct iovec *iov, int n)
 {
+    if (c->ssl)
+        return gw_tls_sendv(c, iov, n);
     return gw_io_writev(c->fd, iov, n);
 }
 

@@ -1,0 +1,210 @@
+-- TLS sessions (tickets shared by the workers, the session cache), OCSP
+-- stapling, certificate errors in the config, and certificates re-read on
+-- reload.
+local helpers = require "spec.helpers"
+local tls = require "spec.tls_helpers"
+
+-- Connect `n` times with the session saved by a first connection; returns
+-- the outputs of the resumed connections.
+local function resume(port, n, extra)
+    local dir = helpers.tmpdir()
+    local sess = dir .. "/session.pem"
+    local args = { "-servername", "example.test", "-sess_out", sess }
+    for _, a in ipairs(extra or {}) do
+        args[#args + 1] = a
+    end
+    local first = tls.s_client(port, args)
+    assert.truthy(first:find("^CONNECTED") or first:find("\nCONNECTED") or first:find("CONNECTED"),
+        first)
+    local outs = {}
+    for i = 1, n do
+        local a = { "-servername", "example.test", "-sess_in", sess }
+        for _, e in ipairs(extra or {}) do
+            a[#a + 1] = e
+        end
+        outs[i] = tls.s_client(port, a)
+    end
+    return outs
+end
+
+describe("tls: sessions and OCSP", function()
+    local pki, port, port_nt, ocsp
+
+    lazy_setup(function()
+        pki = tls.pki()
+        ocsp = tls.ocsp_response(pki, pki.ecdsa)
+        local up = helpers.start_upstream { name = "up" }
+        port, port_nt = helpers.free_port(), helpers.free_port()
+        helpers.start_gateway {
+            workers = 2,
+            listen = {
+                tls.listen(port, {
+                    certificates = {
+                        { cert = pki.ecdsa.cert, key = pki.ecdsa.key, ocsp = ocsp },
+                        { cert = pki.wild.cert, key = pki.wild.key },
+                    },
+                }),
+                tls.listen(port_nt, {
+                    certificates = { { cert = pki.ecdsa.cert, key = pki.ecdsa.key } },
+                    session_tickets = false,
+                    protocols = { "TLSv1.2" },
+                }),
+            },
+            upstreams = { u = { targets = { up:address() } } },
+            routes = { { name = "r", paths = { "/" }, upstream = "u" } },
+        }
+        helpers.wait_for_port(port_nt, 10)
+    end)
+
+    lazy_teardown(helpers.stop_all)
+
+    it("resumes TLS 1.3 sessions with tickets on every worker", function()
+        for i, out in ipairs(resume(port, 8)) do
+            assert.truthy(out:find("Reused, TLSv1.3", 1, true), "connection " .. i .. ": " .. out)
+        end
+    end)
+
+    it("resumes TLS 1.2 sessions with tickets on every worker", function()
+        for i, out in ipairs(resume(port, 8, { "-tls1_2" })) do
+            assert.truthy(out:find("Reused, TLSv1.2", 1, true), "connection " .. i .. ": " .. out)
+        end
+    end)
+
+    it("does not issue tickets when they are off", function()
+        local out = tls.s_client(port_nt, { "-servername", "example.test" })
+        assert.truthy(out:find("Protocol%s*: TLSv1.2"), out)
+        assert.falsy(out:find("TLS session ticket:", 1, true), out)
+        assert.truthy(tls.s_client(port, { "-servername", "example.test", "-tls1_2" })
+            :find("TLS session ticket:", 1, true))
+    end)
+
+    it("staples the OCSP response of the certificate served", function()
+        local out = tls.s_client(port, { "-servername", "example.test", "-status" })
+        assert.truthy(out:find("OCSP Response Status: successful", 1, true), out)
+        assert.truthy(out:find("Cert Status: good", 1, true), out)
+        out = tls.s_client(port, { "-servername", "x.wild.test", "-status" })
+        assert.truthy(out:find("OCSP response: no response sent", 1, true), out)
+    end)
+end)
+
+describe("tls: config", function()
+    local pki
+
+    lazy_setup(function()
+        pki = tls.pki()
+    end)
+
+    lazy_teardown(helpers.stop_all)
+
+    local function check(yaml)
+        local dir = helpers.tmpdir()
+        local file = dir .. "/moongate.yaml"
+        helpers.write_file(file, yaml)
+        local code, out = helpers.run { "check", "-c", file }
+        return code, out, file
+    end
+
+    it("reports unreadable, malformed and mismatched files with file:line: path", function()
+        local dir = helpers.tmpdir()
+        local garbage = dir .. "/garbage.pem"
+        helpers.write_file(garbage, "not a certificate\n")
+        local code, out, file = check(([[
+listen:
+  - address: 127.0.0.1:1
+    tls:
+      certificates:
+        - { cert: %s/missing.pem, key: %s }
+        - cert: %s
+          key: %s
+        - { cert: %s, key: %s }
+        - { cert: %s, key: %s, ocsp: %s }
+]]):format(dir, pki.rsa.key, garbage, pki.rsa.key, pki.rsa.cert, pki.ecdsa.key, pki.rsa.cert,
+            pki.rsa.key, garbage))
+        assert.equal(1, code, out)
+        local function has(line, path, text)
+            local want = ("%s:%d: %s: "):format(file, line, path)
+            assert.truthy(out:find(want, 1, true) and out:find(text, 1, true),
+                want .. text .. "\n" .. out)
+        end
+        has(5, "listen[0].tls.certificates[0].cert", dir .. "/missing.pem: No such file")
+        has(6, "listen[0].tls.certificates[1].cert", garbage .. ": ")
+        has(8, "listen[0].tls.certificates[2].key", pki.ecdsa.key .. ": does not match the "
+            .. "certificate " .. pki.rsa.cert)
+        has(9, "listen[0].tls.certificates[3].ocsp", garbage .. ": not a DER OCSP response")
+    end)
+
+    it("checks protocols, ciphers and client certificate settings", function()
+        local code, out, file = check(([[
+listen:
+  - address: 127.0.0.1:1
+    tls:
+      certificates: [ { cert: %s, key: %s } ]
+      protocols: [ TLSv1.2, SSLv3 ]
+      ciphers: NOT-A-CIPHER
+      client_certificates: { mode: require }
+]]):format(pki.rsa.cert, pki.rsa.key))
+        assert.equal(1, code, out)
+        assert.truthy(out:find(file .. ":5: listen[0].tls.protocols[1]: ", 1, true), out)
+        assert.truthy(out:find(file .. ":6: listen[0].tls.ciphers: no usable cipher", 1, true), out)
+        assert.truthy(out:find(file .. ":7: listen[0].tls.client_certificates.ca: required when "
+            .. "mode is require", 1, true), out)
+        code, out = check(([[
+listen:
+  - address: 127.0.0.1:1
+    tls:
+      certificates: [ { cert: %s, key: %s } ]
+timeouts: { tls_handshake: 5s }
+]]):format(pki.rsa.cert, pki.rsa.key))
+        assert.equal(0, code, out)
+    end)
+
+    it("re-reads certificates on reload and refuses a reload with a bad key", function()
+        local dir = helpers.tmpdir()
+        local cert, key = dir .. "/site.pem", dir .. "/site.key"
+        local function install(c)
+            helpers.write_file(cert, helpers.read_file(c.cert))
+            helpers.write_file(key, helpers.read_file(c.key))
+        end
+        local function serial(c)
+            return select(2, tls.sh("openssl x509 -noout -serial -in " .. c, true))
+                :match("serial=(%x+)")
+        end
+        local function served_serial(port)
+            local out = tls.s_client(port, { "-servername", "example.test", "-showcerts" })
+            local pem = out:match("(%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-.-%-%-%-%-%-END " ..
+                "CERTIFICATE%-%-%-%-%-)")
+            if not pem then
+                return nil
+            end
+            local f = dir .. "/served.pem"
+            helpers.write_file(f, pem .. "\n")
+            return serial(f)
+        end
+        install(pki.ecdsa)
+        local up = helpers.start_upstream { name = "up" }
+        local port = helpers.free_port()
+        local cfg = {
+            listen = { tls.listen(port, { certificates = { { cert = cert, key = key } } }) },
+            upstreams = { u = { targets = { up:address() } } },
+            routes = { { name = "r", paths = { "/" }, upstream = "u" } },
+        }
+        local gw = helpers.start_gateway(cfg)
+        assert.equal(serial(pki.ecdsa.cert), served_serial(port))
+
+        install(pki.rsa)
+        gw:reload(cfg)
+        helpers.wait_until(function()
+            return served_serial(port) == serial(pki.rsa.cert)
+        end, 10, "the new certificate")
+
+        -- A key that does not match: refused, the running config stays.
+        helpers.write_file(key, helpers.read_file(pki.ecdsa.key))
+        gw:reload(cfg)
+        helpers.wait_until(function()
+            return gw:error_log():find("reload refused: .*listen%[0%]%.tls%.certificates%[0%]%.key")
+        end, 10, "the refused reload")
+        assert.equal(serial(pki.rsa.cert), served_serial(port))
+        local res = assert(tls.curl(port, { path = "/echo", cacert = pki.ca.cert }))
+        assert.equal(200, res.status)
+    end)
+end)
