@@ -111,6 +111,12 @@ static int gw_tls_handshake(gw_conn_t *c, int *revents)
     int rc = SSL_do_handshake(c->ssl);
     if (rc == 1) {
         c->tls_flags |= GW_TLS_DONE;
+        if (gw_log_level >= GW_LOG_DEBUG) {
+            char peer[64];
+            gw_log_debug("TLS handshake with %s done: %s %s%s", gw_tls_peer(c, peer, sizeof peer),
+                         SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
+                         SSL_session_reused(c->ssl) ? ", session resumed" : "");
+        }
         gw_io_set(w->loop, &c->io, EV_READ);
         c->timer.repeat = w->cfg->timeouts.client_header;
         ev_timer_again(w->loop, &c->timer);

@@ -126,8 +126,8 @@ end
 
 --- HTTPS request with curl. opts: path, host (SNI and Host, resolved to
 -- 127.0.0.1), cacert, cert/key (client certificate), args (extra curl
--- arguments), method. Returns { status, body, json, headers_raw } or nil
--- and the error output.
+-- arguments). Returns { status (the final one), body, json, head (every
+-- response head received, 1xx included) } or nil and the error output.
 function tls.curl(port, opts)
     opts = opts or {}
     local host = opts.host or "example.test"
@@ -150,7 +150,10 @@ function tls.curl(port, opts)
     local ok, out = tls.sh(line)
     local head = helpers.read_file(hfile) or ""
     os.remove(hfile)
-    local status = tonumber(head:match("^HTTP/[%d.]+ (%d+)"))
+    local status -- the final one, after any 1xx
+    for code in head:gmatch("HTTP/[%d.]+ (%d+)") do
+        status = tonumber(code)
+    end
     if not ok or not status then
         return nil, out
     end

@@ -130,6 +130,27 @@ describe("tls: termination", function()
         end, 5, "the failed handshake in the error log")
     end)
 
+    it("answers pipelined requests in order", function()
+        local req = "GET /echo?n=1 HTTP/1.1\r\nHost: example.test\r\n\r\n" ..
+            "GET /echo?n=2 HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n"
+        local out = tls.s_client(port, { "-servername", "example.test", "-quiet", "-ign_eof" },
+            { input = req, wait = 1 })
+        local first, second = out:find('"/echo?n=1"', 1, true), out:find('"/echo?n=2"', 1, true)
+        assert.truthy(first and second and first < second, out)
+        local n = select(2, out:gsub("HTTP/1.1 200 OK", ""))
+        assert.equal(2, n, out)
+    end)
+
+    it("sends 100 Continue over TLS", function()
+        local dir = helpers.tmpdir()
+        helpers.write_file(dir .. "/body", ("x"):rep(5000))
+        local res = assert(tls.curl(port, { path = "/echo", cacert = pki.ca.cert,
+            args = { "-H", "Expect: 100-continue", "--data-binary", "@" .. dir .. "/body" } }))
+        assert.equal(200, res.status)
+        assert.truthy(res.head:find("HTTP/1.1 100 Continue", 1, true), res.head)
+        assert.equal(5000, res.json.body_length)
+    end)
+
     it("serves large bodies both ways", function()
         local body = helpers.pattern(300000)
         local dir = helpers.tmpdir()
@@ -141,5 +162,10 @@ describe("tls: termination", function()
         res = assert(tls.curl(port, { path = "/bytes?n=2000000", cacert = pki.ca.cert }))
         assert.equal(200, res.status)
         assert.equal(2000000, #res.body)
+        -- A client reading slowly: the gateway's writes wait for the socket.
+        res = assert(tls.curl(port, { path = "/bytes?n=3000000", cacert = pki.ca.cert,
+            args = { "--limit-rate", "3M" } }))
+        assert.equal(200, res.status)
+        assert.equal(helpers.pattern(3000000), res.body)
     end)
 end)

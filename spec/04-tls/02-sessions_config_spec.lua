@@ -4,9 +4,23 @@
 local helpers = require "spec.helpers"
 local tls = require "spec.tls_helpers"
 
--- Connect `n` times with the session saved by a first connection; returns
--- the outputs of the resumed connections.
-local function resume(port, n, extra)
+-- How many worker processes logged a resumed handshake of `proto`.
+local function resuming_pids(gw, proto)
+    local pids, n = {}, 0
+    for pid, p in gw:error_log():gmatch("%[debug%] (%d+): TLS handshake with [^\n]* done: (%S+) "
+        .. "[^\n]*session resumed") do
+        if p == proto and not pids[pid] then
+            pids[pid] = true
+            n = n + 1
+        end
+    end
+    return n
+end
+
+-- Save a session, then connect with it until two workers have resumed it
+-- (at least `n` times, at most 40); returns the outputs of the resumed
+-- connections.
+local function resume(gw, port, proto, n, extra)
     local dir = helpers.tmpdir()
     local sess = dir .. "/session.pem"
     local args = { "-servername", "example.test", "-sess_out", sess }
@@ -14,29 +28,31 @@ local function resume(port, n, extra)
         args[#args + 1] = a
     end
     local first = tls.s_client(port, args)
-    assert.truthy(first:find("^CONNECTED") or first:find("\nCONNECTED") or first:find("CONNECTED"),
-        first)
+    assert.truthy(first:find("CONNECTED", 1, true), first)
     local outs = {}
-    for i = 1, n do
+    while #outs < 40 and (#outs < n or resuming_pids(gw, proto) < 2) do
         local a = { "-servername", "example.test", "-sess_in", sess }
         for _, e in ipairs(extra or {}) do
             a[#a + 1] = e
         end
-        outs[i] = tls.s_client(port, a)
+        outs[#outs + 1] = tls.s_client(port, a)
     end
+    assert.equal(2, resuming_pids(gw, proto), "resumed by both workers")
     return outs
 end
 
 describe("tls: sessions and OCSP", function()
-    local pki, port, port_nt, ocsp
+    local pki, gw, port, port_nt, ocsp
 
     lazy_setup(function()
         pki = tls.pki()
         ocsp = tls.ocsp_response(pki, pki.ecdsa)
         local up = helpers.start_upstream { name = "up" }
         port, port_nt = helpers.free_port(), helpers.free_port()
-        helpers.start_gateway {
+        local logdir = helpers.tmpdir()
+        gw = helpers.start_gateway {
             workers = 2,
+            error_log = { path = logdir .. "/error.log", level = "debug" },
             listen = {
                 tls.listen(port, {
                     certificates = {
@@ -59,13 +75,13 @@ describe("tls: sessions and OCSP", function()
     lazy_teardown(helpers.stop_all)
 
     it("resumes TLS 1.3 sessions with tickets on every worker", function()
-        for i, out in ipairs(resume(port, 8)) do
+        for i, out in ipairs(resume(gw, port, "TLSv1.3", 6)) do
             assert.truthy(out:find("Reused, TLSv1.3", 1, true), "connection " .. i .. ": " .. out)
         end
     end)
 
     it("resumes TLS 1.2 sessions with tickets on every worker", function()
-        for i, out in ipairs(resume(port, 8, { "-tls1_2" })) do
+        for i, out in ipairs(resume(gw, port, "TLSv1.2", 6, { "-tls1_2" })) do
             assert.truthy(out:find("Reused, TLSv1.2", 1, true), "connection " .. i .. ": " .. out)
         end
     end)
@@ -156,6 +172,33 @@ listen:
 timeouts: { tls_handshake: 5s }
 ]]):format(pki.rsa.cert, pki.rsa.key))
         assert.equal(0, code, out)
+    end)
+
+    it("resumes by session id from the worker's cache when tickets are off", function()
+        local up = helpers.start_upstream { name = "up" }
+        local port, port_nocache = helpers.free_port(), helpers.free_port()
+        local certs = { { cert = pki.ecdsa.cert, key = pki.ecdsa.key } }
+        helpers.start_gateway {
+            listen = {
+                tls.listen(port, { certificates = certs, session_tickets = false }),
+                tls.listen(port_nocache, { certificates = certs, session_tickets = false,
+                    session_cache = 0 }),
+            },
+            upstreams = { u = { targets = { up:address() } } },
+            routes = { { name = "r", paths = { "/" }, upstream = "u" } },
+        }
+        helpers.wait_for_port(port_nocache, 10)
+        local sess = helpers.tmpdir() .. "/session.pem"
+        local out = tls.s_client(port, { "-tls1_2", "-sess_out", sess })
+        assert.falsy(out:find("TLS session ticket:", 1, true), out)
+        assert.truthy(out:find("Session%-ID: %x+"), out)
+        out = tls.s_client(port, { "-tls1_2", "-sess_in", sess })
+        assert.truthy(out:find("Reused, TLSv1.2", 1, true), out)
+        -- Without the cache there is neither a ticket nor a session id.
+        out = tls.s_client(port_nocache, { "-tls1_2" })
+        assert.truthy(out:find("New, TLSv1.2", 1, true), out)
+        assert.falsy(out:find("TLS session ticket:", 1, true), out)
+        assert.falsy(out:find("Session%-ID: %x+"), out)
     end)
 
     it("re-reads certificates on reload and refuses a reload with a bad key", function()
