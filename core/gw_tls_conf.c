@@ -84,7 +84,9 @@ static bool gw_tls_read_cert(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_tls_cert
     }
     tc->x509 = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL);
     if (!tc->x509) {
-        gw_tls_report_file(c, n->line, "cert", tc->cert, gw_tls_reason("no PEM certificate found"));
+        char msg[300];
+        snprintf(msg, sizeof msg, "not a PEM certificate (%s)", gw_tls_reason("unreadable"));
+        gw_tls_report_file(c, n->line, "cert", tc->cert, msg);
         BIO_free(b);
         return false;
     }
@@ -109,7 +111,9 @@ static bool gw_tls_read_key(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_tls_cert_
     tc->pkey = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
     BIO_free(b);
     if (!tc->pkey) {
-        gw_tls_report_file(c, n->line, "key", tc->key, gw_tls_reason("no PEM private key found"));
+        char msg[300];
+        snprintf(msg, sizeof msg, "not a PEM private key (%s)", gw_tls_reason("unreadable"));
+        gw_tls_report_file(c, n->line, "key", tc->key, msg);
         return false;
     }
     if (tc->x509 && X509_check_private_key(tc->x509, tc->pkey) != 1) {
@@ -245,9 +249,11 @@ static int gw_tls_verify_request_cb(int ok, X509_STORE_CTX *x)
 }
 
 /* A context with t's settings (protocols, ciphers, sessions, client
- * certificates), no certificate yet. NULL after reporting. */
+ * certificates), no certificate yet. NULL after reporting. Unusable cipher
+ * lists are reported for the listener's first context only. */
 static SSL_CTX *gw_tls_ctx_new(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_tls_conf_t *t)
 {
+    bool report = t->nctxs == 0;
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
         gw_cnode_report(c, n->line, "cannot create a TLS context: %s", gw_tls_reason("?"));
@@ -259,17 +265,16 @@ static SSL_CTX *gw_tls_ctx_new(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_tls_co
                                  SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    if (SSL_CTX_set_cipher_list(ctx, t->ciphers) != 1) {
+    if (SSL_CTX_set_cipher_list(ctx, t->ciphers) != 1 && report) {
         const gw_cnode_t *v = gw_cnode_get(n, "ciphers");
         gw_cnode_report_key(c, v ? v->line : n->line, "ciphers", "no usable cipher in the list");
-        ERR_clear_error();
     }
-    if (SSL_CTX_set_ciphersuites(ctx, t->ciphersuites) != 1) {
+    if (SSL_CTX_set_ciphersuites(ctx, t->ciphersuites) != 1 && report) {
         const gw_cnode_t *v = gw_cnode_get(n, "ciphersuites");
         gw_cnode_report_key(c, v ? v->line : n->line, "ciphersuites",
                             "no usable TLS 1.3 cipher suite in the list");
-        ERR_clear_error();
     }
+    ERR_clear_error();
     static const unsigned char sid[] = "moongate";
     SSL_CTX_set_session_id_context(ctx, sid, sizeof sid - 1);
     SSL_CTX_set_timeout(ctx, (long)t->session_timeout);
@@ -400,10 +405,18 @@ static void gw_tls_decode_client(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_tls_
         gw_cnode_field_str(c, v, "ca", &t->client_ca);
         if (t->client_ca) {
             const gw_cnode_t *ca = gw_cnode_get(v, "ca");
-            STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(t->client_ca);
-            if (!names)
-                gw_tls_report_file(c, ca->line, "ca", t->client_ca,
-                                   gw_tls_reason("cannot read CA certificates"));
+            FILE *f = fopen(t->client_ca, "r");
+            STACK_OF(X509_NAME) *names = f ? SSL_load_client_CA_file(t->client_ca) : NULL;
+            if (!f) {
+                gw_tls_report_file(c, ca->line, "ca", t->client_ca, strerror(errno));
+            } else if (!names) {
+                char msg[300];
+                snprintf(msg, sizeof msg, "no PEM CA certificate (%s)",
+                         gw_tls_reason("unreadable"));
+                gw_tls_report_file(c, ca->line, "ca", t->client_ca, msg);
+            }
+            if (f)
+                fclose(f);
             sk_X509_NAME_pop_free(names, X509_NAME_free);
         } else if (t->client_mode == GW_TLS_CLIENT_REQUIRE) {
             gw_cnode_report_key(c, v->line, "ca", "required when mode is require");

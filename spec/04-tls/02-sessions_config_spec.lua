@@ -143,7 +143,7 @@ listen:
                 want .. text .. "\n" .. out)
         end
         has(5, "listen[0].tls.certificates[0].cert", dir .. "/missing.pem: No such file")
-        has(6, "listen[0].tls.certificates[1].cert", garbage .. ": ")
+        has(6, "listen[0].tls.certificates[1].cert", garbage .. ": not a PEM certificate")
         has(8, "listen[0].tls.certificates[2].key", pki.ecdsa.key .. ": does not match the "
             .. "certificate " .. pki.rsa.cert)
         has(9, "listen[0].tls.certificates[3].ocsp", garbage .. ": not a DER OCSP response")
@@ -154,12 +154,14 @@ listen:
 listen:
   - address: 127.0.0.1:1
     tls:
-      certificates: [ { cert: %s, key: %s } ]
+      certificates: [ { cert: %s, key: %s }, { cert: %s, key: %s } ]
       protocols: [ TLSv1.2, SSLv3 ]
       ciphers: NOT-A-CIPHER
       client_certificates: { mode: require }
-]]):format(pki.rsa.cert, pki.rsa.key))
+]]):format(pki.rsa.cert, pki.rsa.key, pki.wild.cert, pki.wild.key))
         assert.equal(1, code, out)
+        local _, count = out:gsub("no usable cipher", "")
+        assert.equal(1, count, out)
         assert.truthy(out:find(file .. ":5: listen[0].tls.protocols[1]: ", 1, true), out)
         assert.truthy(out:find(file .. ":6: listen[0].tls.ciphers: no usable cipher", 1, true), out)
         assert.truthy(out:find(file .. ":7: listen[0].tls.client_certificates.ca: required when "
