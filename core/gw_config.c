@@ -8,6 +8,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "gw_config.h"
 #include "gw_config_node.h"
+#include "gw_tls_conf.h"
 #include "gw_tls_upstream.h"
 
 #include <arpa/inet.h>
@@ -209,7 +210,7 @@ static void gw_cget_addr(gw_cnode_ctx_t *c, const gw_cnode_t *map, const char *k
 /* One `listen` entry: an address, or { address, backlog }. */
 static void gw_cdecode_listen(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_listen_conf_t *l)
 {
-    static const char *const fields[] = {"address", "backlog", NULL};
+    static const char *const fields[] = {"address", "backlog", "tls", NULL};
     l->backlog = 511;
     if (n->kind != GW_CNODE_MAP) {
         gw_caddr(c, n, &l->addr);
@@ -219,6 +220,12 @@ static void gw_cdecode_listen(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_listen_
         return;
     gw_cget_addr(c, n, "address", &l->addr);
     gw_cnode_field_int(c, n, "backlog", 1, 65535, &l->backlog);
+    const gw_cnode_t *tls = gw_cnode_field(n, "tls");
+    if (tls) {
+        size_t m = gw_cnode_path_key(c, "tls");
+        gw_tls_conf_decode(c, tls, &l->tls);
+        gw_cnode_path_pop(c, m);
+    }
 }
 
 /* `listen`: one entry or a list of them; duplicates are errors. */
@@ -348,8 +355,8 @@ static void gw_cdecode_limits(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_conf
 
 static void gw_cdecode_timeouts(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_config_t *cfg)
 {
-    static const char *const fields[] = {"client_header", "client_body", "keepalive", "send",
-                                         "drain",         "watchdog",    NULL};
+    static const char *const fields[] = {"client_header", "client_body", "keepalive",     "send",
+                                         "drain",         "watchdog",    "tls_handshake", NULL};
     const gw_cnode_t *v = gw_cnode_field(root, "timeouts");
     if (!v)
         return;
@@ -361,6 +368,7 @@ static void gw_cdecode_timeouts(gw_cnode_ctx_t *c, const gw_cnode_t *root, gw_co
         gw_cnode_field_duration(c, v, "send", true, &cfg->timeouts.send);
         gw_cnode_field_duration(c, v, "drain", false, &cfg->timeouts.drain);
         gw_cnode_field_duration(c, v, "watchdog", false, &cfg->timeouts.watchdog);
+        gw_cnode_field_duration(c, v, "tls_handshake", true, &cfg->timeouts.tls_handshake);
     }
     gw_cnode_path_pop(c, m);
 }
@@ -981,6 +989,7 @@ static void gw_config_defaults(gw_config_t *cfg)
     cfg->timeouts.send = 60;
     cfg->timeouts.drain = 30;
     cfg->timeouts.watchdog = 1;
+    cfg->timeouts.tls_handshake = 10;
     cfg->access_log.enabled = true;
     cfg->access_log.path = gw_xstrdup("stdout");
     cfg->error_log.path = gw_xstrdup("stderr");
@@ -1147,8 +1156,10 @@ void gw_config_free(gw_config_t *cfg)
     if (!cfg)
         return;
     free(cfg->file);
-    for (size_t i = 0; i < cfg->nlistens; i++)
+    for (size_t i = 0; i < cfg->nlistens; i++) {
         free(cfg->listens[i].addr.host);
+        gw_tls_conf_free(cfg->listens[i].tls);
+    }
     free(cfg->listens);
     free(cfg->status_listen.host);
     free(cfg->admin_listen.host);

@@ -20,7 +20,8 @@ typedef struct {
 
 typedef struct {
     gw_addr_conf_t addr;
-    int backlog; /* default 511 */
+    int backlog;               /* default 511 */
+    struct gw_tls_conf_s *tls; /* `tls` (gw_tls.h); NULL: plain HTTP */
 } gw_listen_conf_t;
 
 typedef struct {
@@ -171,6 +172,7 @@ typedef struct {
         double send;          /* writing to the client; default 60 */
         double drain;         /* graceful stop limit; default 30 */
         double watchdog;      /* a worker silent this long is replaced; default 1; 0: off */
+        double tls_handshake; /* TLS listeners: accept to handshake done; default 10 */
     } timeouts;
 
     struct {

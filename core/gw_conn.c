@@ -13,6 +13,7 @@
 #include "gw_metrics.h"
 #include "gw_net.h"
 #include "gw_path.h"
+#include "gw_tls.h"
 #include "gw_tunnel.h"
 #include "gw_worker.h"
 
@@ -176,6 +177,7 @@ static gw_req_t *gw_req_get(gw_worker_t *w)
 static void gw_req_put(gw_worker_t *w, gw_req_t *r)
 {
     gw_lua_req_release(r);
+    gw_tls_req_end(r);
     gw_buf_put(&w->bufs, r->out);
     gw_buf_put(&w->bufs, r->rin);
     r->out = r->rin = NULL;
@@ -201,7 +203,8 @@ static void gw_conn_timer_set(gw_conn_t *c, double after)
     ev_timer_again(c->w->loop, &c->timer);
 }
 
-void gw_conn_accept(gw_worker_t *w, int fd, const struct sockaddr *sa, socklen_t len)
+void gw_conn_accept(gw_worker_t *w, int fd, const struct sockaddr *sa, socklen_t len,
+                    const gw_listen_conf_t *l)
 {
     gw_conn_t *c = gw_xcalloc(1, sizeof *c);
     c->w = w;
@@ -219,7 +222,11 @@ void gw_conn_accept(gw_worker_t *w, int fd, const struct sockaddr *sa, socklen_t
     w->nconns++;
     gw_metrics_active_connections(1);
     c->state = GW_CONN_IDLE;
-    gw_conn_timer_set(c, w->cfg->timeouts.client_header);
+    if (l->tls && gw_tls_conn_start(c, l->tls) != GW_OK) {
+        gw_conn_close(c);
+        return;
+    }
+    gw_conn_timer_set(c, c->ssl ? w->cfg->timeouts.tls_handshake : w->cfg->timeouts.client_header);
 }
 
 void gw_conn_close(gw_conn_t *c)
@@ -236,6 +243,7 @@ void gw_conn_close(gw_conn_t *c)
     }
     ev_io_stop(w->loop, &c->io);
     ev_timer_stop(w->loop, &c->timer);
+    gw_tls_conn_free(c);
     close(c->fd);
     gw_buf_put(&w->bufs, c->in);
     if (c->prev)
@@ -322,6 +330,8 @@ static void gw_req_begin(gw_conn_t *c)
     r->c = c;
     r->w = w;
     memcpy(&r->peer, &c->peer, sizeof r->peer);
+    if (c->ssl)
+        gw_tls_req_begin(r, c);
     r->t_start = ev_now(w->loop);
     gw_worker_request_id(w, r->request_id);
     llhttp_init(&r->parser, HTTP_REQUEST, &gw_req_settings);
@@ -532,6 +542,7 @@ static void gw_conn_next_request(gw_conn_t *c)
 {
     gw_worker_t *w = c->w;
     gw_io_set(w->loop, &c->io, EV_READ);
+    gw_tls_conn_kick(c);
     if (c->in && c->in->end > 0) {
         c->state = GW_CONN_HEAD;
         gw_conn_timer_set(c, w->cfg->timeouts.client_header);
@@ -739,6 +750,11 @@ static void gw_req_start(gw_conn_t *c)
     }
     if (!llhttp_should_keep_alive(&r->parser))
         r->close_after = true;
+    if (c->plain_on_tls) {
+        r->close_after = true;
+        gw_conn_error(c, 400, "The plain HTTP request was sent to HTTPS port");
+        return;
+    }
     int status = gw_req_validate(r);
     if (status) {
         r->close_after = true;
@@ -981,12 +997,14 @@ int gw_conn_request_body(gw_req_t *r, size_t max, const char **p, size_t *len)
     if (r->expect_continue) {
         /* The client waits for this before it sends the body. */
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (write(c->fd, cont, sizeof cont - 1) != (ssize_t)(sizeof cont - 1))
+        struct iovec v = {(void *)cont, sizeof cont - 1};
+        if (gw_conn_sendv(c, &v, 1) != (ssize_t)(sizeof cont - 1))
             return GW_ERROR;
         r->expect_continue = false;
     }
     r->body_waiting = true;
     gw_io_set(c->w->loop, &c->io, EV_READ | (c->io.events & EV_WRITE));
+    gw_tls_conn_kick(c);
     gw_conn_timer_set(c, c->w->cfg->timeouts.client_body);
     return GW_AGAIN;
 }
@@ -1022,6 +1040,7 @@ void gw_conn_want_body(gw_conn_t *c)
     }
     if (in->end < in->cap) {
         gw_io_set(c->w->loop, &c->io, EV_READ | (c->io.events & EV_WRITE));
+        gw_tls_conn_kick(c);
         gw_conn_timer_set(c, c->w->cfg->timeouts.client_body);
     }
 }
@@ -1093,6 +1112,8 @@ static void gw_conn_read_body(gw_conn_t *c)
 static void gw_conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     gw_conn_t *c = io->data;
+    if (c->ssl && gw_tls_conn_event(c, &revents) != GW_OK)
+        return;
     if ((revents & EV_WRITE) && c->req &&
         (c->state == GW_CONN_RESPOND || c->state == GW_CONN_PROXY)) {
         /* After GW_DONE the connection may be gone or on its next request;
@@ -1130,6 +1151,8 @@ static void gw_conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     gw_conn_t *c = t->data;
     switch (c->state) {
     case GW_CONN_IDLE:
+        if (c->ssl && c->requests == 0 && !c->in)
+            gw_log_info("closing client connection: TLS handshake or first request timeout");
         gw_conn_close(c);
         break;
     case GW_CONN_HEAD:

@@ -1,6 +1,7 @@
 /* Byte transport of client and upstream sockets (see gw_io.h). */
 #include "gw_io.h"
 
+#include "gw_tls.h"
 #include "gw_tls_upstream.h"
 
 #include <openssl/ssl.h>
@@ -29,11 +30,15 @@ static ssize_t gw_io_writev(int fd, const struct iovec *iov, int cnt)
 
 ssize_t gw_conn_recv(gw_conn_t *c, void *buf, size_t len)
 {
+    if (c->ssl)
+        return gw_tls_recv(c, buf, len);
     return gw_io_read(c->fd, buf, len);
 }
 
 ssize_t gw_conn_sendv(gw_conn_t *c, const struct iovec *iov, int n)
 {
+    if (c->ssl)
+        return gw_tls_sendv(c, iov, n);
     return gw_io_writev(c->fd, iov, n);
 }
 
@@ -53,6 +58,8 @@ ssize_t gw_upconn_sendv(gw_upconn_t *uc, const struct iovec *iov, int n)
 
 int gw_conn_shutdown(gw_conn_t *c)
 {
+    if (c->ssl)
+        SSL_shutdown(c->ssl); /* close_notify before the TCP half-close */
     return shutdown(c->fd, SHUT_WR);
 }
 

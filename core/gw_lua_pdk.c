@@ -22,8 +22,11 @@
 
 /* Referenced by gw_lua.c so that the linker keeps this file, whose
  * functions only Lua calls. */
+void gw_lua_pdk_tls_link(void);
+
 void gw_lua_pdk_link(void)
 {
+    gw_lua_pdk_tls_link();
 }
 
 /* The worker's HTTP and Redis clients, made on first use. */

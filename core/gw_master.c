@@ -14,6 +14,7 @@
 #include "gw_metrics.h"
 #include "gw_net.h"
 #include "gw_shdict.h"
+#include "gw_tls_conf.h"
 #include "gw_status.h"
 #include "gw_watchdog.h"
 #include "gw_worker.h"
@@ -72,6 +73,7 @@ typedef struct {
     ev_timer kill_timer;
     ev_timer respawn_timer;
     ev_timer watchdog_timer;
+    ev_timer ticket_timer;        /* rotates the TLS session ticket keys */
     bool respawn[GW_MAX_WORKERS]; /* worker indexes waiting to be started */
     bool stopping;
     bool pid_written;
@@ -161,6 +163,7 @@ static void gw_master_child_cleanup(gw_master_t *m, int index, int *fds)
     ev_timer_stop(m->loop, &m->kill_timer);
     ev_timer_stop(m->loop, &m->respawn_timer);
     ev_timer_stop(m->loop, &m->watchdog_timer);
+    ev_timer_stop(m->loop, &m->ticket_timer);
     if (m->status) {
         gw_status_stop(m->status);
         m->status = NULL;
@@ -392,6 +395,11 @@ static void gw_master_watchdog_cb(struct ev_loop *loop, ev_timer *t, int revents
     }
 }
 
+static void gw_master_ticket_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    gw_tls_tickets_rotate();
+}
+
 static bool gw_master_ready(void *ud)
 {
     gw_master_t *m = ud;
@@ -442,6 +450,9 @@ static void gw_master_watch(gw_master_t *m)
     ev_timer_init(&m->watchdog_timer, gw_master_watchdog_cb, 0.25, 0.25);
     m->watchdog_timer.data = m;
     ev_timer_start(m->loop, &m->watchdog_timer);
+    ev_timer_init(&m->ticket_timer, gw_master_ticket_cb, GW_TLS_TICKET_ROTATE,
+                  GW_TLS_TICKET_ROTATE);
+    ev_timer_start(m->loop, &m->ticket_timer);
 }
 
 /*
@@ -474,6 +485,8 @@ static int gw_master_open(gw_master_t *m)
         gw_log_error("cannot create shared memory for metrics");
         return GW_ERROR;
     }
+    if (gw_tls_tickets_init() != GW_OK)
+        return GW_ERROR;
     gw_metrics_register(cfg);
     if (gw_master_shared_dicts(cfg) != GW_OK || gw_master_listen(m, cfg) != GW_OK)
         return GW_ERROR;
@@ -515,6 +528,7 @@ static void gw_master_close(gw_master_t *m)
     free(m->config_path);
     gw_metrics_free();
     gw_watchdog_free();
+    gw_tls_tickets_free();
 }
 
 int gw_master_run(const char *config_path, gw_config_t *cfg)

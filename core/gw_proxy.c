@@ -283,8 +283,12 @@ static void gw_out_forwarded(gw_out_t *o, const gw_req_t *r)
         gw_out_add(o, client, clen);
         GW_OUT_LIT(o, "\r\n");
     }
-    if (!ops || !gw_ops_replace(r, GW_SIDE_UPSTREAM, GW_STR("X-Forwarded-Proto")))
-        GW_OUT_LIT(o, "X-Forwarded-Proto: http\r\n");
+    if (!ops || !gw_ops_replace(r, GW_SIDE_UPSTREAM, GW_STR("X-Forwarded-Proto"))) {
+        if (r->tls)
+            GW_OUT_LIT(o, "X-Forwarded-Proto: https\r\n");
+        else
+            GW_OUT_LIT(o, "X-Forwarded-Proto: http\r\n");
+    }
     if (r->host_header.len &&
         (!ops || !gw_ops_replace(r, GW_SIDE_UPSTREAM, GW_STR("X-Forwarded-Host"))))
         gw_out_header(o, GW_STR("X-Forwarded-Host"), r->host_header);
@@ -610,7 +614,8 @@ void gw_proxy_start(gw_req_t *r)
     r->retries_left = r->retries_set ? r->retries : r->up->conf->retries;
     if (r->expect_continue) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (write(c->fd, cont, sizeof cont - 1) != (ssize_t)(sizeof cont - 1)) {
+        struct iovec v = {(void *)cont, sizeof cont - 1};
+        if (gw_conn_sendv(c, &v, 1) != (ssize_t)(sizeof cont - 1)) {
             gw_conn_close(c);
             return;
         }

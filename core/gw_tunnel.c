@@ -8,6 +8,7 @@
 
 #include "gw_http.h"
 #include "gw_io.h"
+#include "gw_tls.h"
 #include "gw_log.h"
 #include "gw_metrics.h"
 
@@ -219,6 +220,8 @@ static void gw_tunnel_pump(gw_tunnel_t *t)
     int uev = (gw_pipe_wants_read(&t->down) ? EV_READ : 0) |
               (t->up.end > t->up.start || (t->up.eof && !t->up.shut) ? EV_WRITE : 0);
     gw_io_set(w->loop, &r->c->io, cev);
+    if (cev & EV_READ)
+        gw_tls_conn_kick(r->c);  /* bytes TLS already decrypted: no socket event */
     gw_upconn_watch(r->uc, uev); /* with TLS: bytes already decrypted count */
     if (moved)                   /* rounds used up with bytes still moving: come back soon */
         ev_feed_event(w->loop, &r->c->io, EV_CUSTOM);

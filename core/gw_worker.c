@@ -37,7 +37,7 @@ static void gw_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        gw_conn_accept(w, fd, (struct sockaddr *)&ss, len);
+        gw_conn_accept(w, fd, (struct sockaddr *)&ss, len, &w->cfg->listens[io - w->listeners]);
     }
 }
 

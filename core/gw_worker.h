@@ -198,8 +198,11 @@ struct gw_req_s {
     double to_connect, to_send, to_read;
     int retries; /* with retries_set */
     bool retries_set;
-    bool body_waiting; /* a plugin waits for the whole request body */
-    char *body_copy;   /* the decoded body, for moongate.request.get_body */
+    bool tls;                    /* came over a TLS listener */
+    struct x509_st *client_cert; /* the client's certificate (a reference), or NULL */
+    long client_verify;          /* its verification result (X509_V_OK...) */
+    bool body_waiting;           /* a plugin waits for the whole request body */
+    char *body_copy;             /* the decoded body, for moongate.request.get_body */
     size_t body_copy_len;
     gw_buf_t *held_in; /* the request head, kept for the log phase */
     int timer_id;      /* the moongate.timer this task runs, or 0 */
@@ -230,6 +233,9 @@ struct gw_conn_s {
     uint16_t requests;
     uint8_t state;
     bool closing;
+    uint8_t tls_flags;  /* gw_tls.c: handshake and read/write interest state */
+    bool plain_on_tls;  /* plain HTTP came to a TLS listener: answer 400 */
+    struct ssl_st *ssl; /* TLS connections (gw_tls.c); NULL: plain socket */
 };
 
 struct gw_worker_s {
@@ -280,7 +286,9 @@ void gw_io_set(struct ev_loop *loop, ev_io *io, int events);
 
 /* ---- gw_conn.c (client side) ---- */
 
-void gw_conn_accept(gw_worker_t *w, int fd, const struct sockaddr *sa, socklen_t len);
+/* A connection accepted on listener l (TLS when l->tls is set). */
+void gw_conn_accept(gw_worker_t *w, int fd, const struct sockaddr *sa, socklen_t len,
+                    const gw_listen_conf_t *l);
 /* Close every idle connection; active ones close when their request ends. */
 void gw_conn_close_idle(gw_worker_t *w);
 /* Close a connection now, aborting its request. */

@@ -583,6 +583,39 @@ function helpers.start_redis(opts)
     return red
 end
 
+--- Start socat bridging a free loopback port (plain TCP) to a TLS server on
+-- 127.0.0.1:tls_port, so that a plain client (luasocket) talks TLS through
+-- it. opts.servername: the SNI sent; opts.cafile: verify the server with it
+-- (without it the certificate is not checked). Returns an object with
+-- .port and :stop().
+function helpers.start_tls_bridge(tls_port, opts)
+    opts = opts or {}
+    local port = helpers.free_port()
+    local dir = helpers.tmpdir()
+    local target = "OPENSSL:127.0.0.1:" .. tls_port
+    if opts.cafile then
+        target = target .. ",cafile=" .. opts.cafile
+    else
+        target = target .. ",verify=0"
+    end
+    if opts.servername then
+        -- The name sent as SNI and the one the certificate must carry.
+        target = target .. ",snihost=" .. opts.servername .. ",commonname=" .. opts.servername
+    end
+    local bridge = setmetatable({ kind = "tls-bridge", name = "socat", port = port, dir = dir },
+        Upstream)
+    start_process(bridge, {
+        "socat", "TCP-LISTEN:" .. port .. ",bind=127.0.0.1,reuseaddr,fork", target,
+    }, dir .. "/output.log")
+    local ok, err = helpers.wait_for_port(port, opts.timeout or 5, bridge)
+    if not ok then
+        local out = bridge:output()
+        bridge:stop()
+        error("socat on port " .. port .. " did not start: " .. err .. "\n" .. out, 2)
+    end
+    return bridge
+end
+
 function helpers.start_upstream(opts)
     opts = opts or {}
     if not helpers.file_exists(helpers.upstream_bin) then

@@ -7,6 +7,7 @@
 local ffi = require "ffi"
 local cjson = require "cjson.safe"
 local add_value = require "moongate.multimap"
+local tls = require "moongate.tls"
 
 local C = ffi.C
 
@@ -191,7 +192,13 @@ end
 
 function request.get_scheme()
     need_request("moongate.request.get_scheme")
-    return "http"
+    return tls.scheme()
+end
+
+--- The client's TLS certificate (see lua/moongate/tls.lua for the fields).
+function request.get_client_certificate()
+    need_request("moongate.request.get_client_certificate")
+    return tls.client_certificate()
 end
 
 --- 1.0 or 1.1.

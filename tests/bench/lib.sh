@@ -291,7 +291,7 @@ show_logs() {
 
 # measure_load NAME PORT ROOT [WARMUP_S]: warm-up (WARMUP_S seconds, default
 # WARMUP; 0 skips it), then the measured wrk run (with a -H for each of
-# REQ_HEADERS); records req/s, p50, p99, errors and the CPU per request of
+# REQ_HEADERS, against URL_SCHEME://, default http); records req/s, p50, p99, errors and the CPU per request of
 # ROOT's process tree (user+sys, and user alone).
 measure_load() {
     local name=$1 port=$2 root=$3 warmup=${4:-$WARMUP} url out u0 s0 u1 s1 parsed h shown=""
@@ -300,7 +300,7 @@ measure_load() {
         hargs+=(-H "$h")
         shown+=" -H '$h'"
     done
-    url="http://127.0.0.1:$port/"
+    url="${URL_SCHEME:-http}://127.0.0.1:$port/"
     if ((warmup > 0)); then
         say "-- $name: warm-up ${warmup}s, then wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency$shown $url"
         wrk -t1 -c"$CONNECTIONS" -d"${warmup}s" "${hargs[@]}" "$url" >"$WORK/wrk-$name-warmup.txt" 2>&1 || true

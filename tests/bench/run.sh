@@ -3,7 +3,8 @@
 # worker, in front of the same nginx upstream on loopback. It prints figures
 # and never fails on a timing; it exits non-zero only when it cannot run at
 # all (wrk or nginx missing, or the upstream does not start). At the end it
-# runs tests/bench/lua.sh, the Lua plugin scenarios (LUA_BENCH=0 skips them).
+# runs tests/bench/lua.sh, the Lua plugin scenarios (LUA_BENCH=0 skips them),
+# and tests/bench/tls.sh, HTTPS against nginx (TLS_BENCH=0 skips it).
 #
 # Usage: tests/bench/run.sh BUILD_DIR        (make bench: tests/bench/run.sh build)
 #
@@ -14,6 +15,7 @@
 #   IDLE_CONNS   idle keep-alive connections for the memory figure (default 5000)
 #   KEEP_TMP=1   keep the temp dir (configs, logs, raw wrk output) after the run
 #   LUA_BENCH=0  do not run tests/bench/lua.sh afterwards
+#   TLS_BENCH=0  do not run tests/bench/tls.sh afterwards
 #
 # Figures, per target (see docs/benchmarks.md):
 #   req/s, p50, p99   from `wrk -t1 -cCONNECTIONS -dDURATION --latency`
@@ -31,6 +33,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 IDLE_CONNS=${IDLE_CONNS:-5000}
 LUA_BENCH=${LUA_BENCH:-1}
+TLS_BENCH=${TLS_BENCH:-1}
 IDLE_HELPER=""    # compiled tests/bench/idle_conns.c, empty when unavailable
 declare -A IDLE=()
 TARGETS=(upstream moongate nginx haproxy)
@@ -212,6 +215,12 @@ main() {
         stop_started
         say ""
         "$BENCH_DIR/lua.sh" "$build_dir" || rc=$?
+    fi
+    # The HTTPS scenarios, likewise on their own.
+    if [[ $TLS_BENCH == 1 ]]; then
+        stop_started
+        say ""
+        "$BENCH_DIR/tls.sh" "$build_dir" || rc=$?
     fi
     return "$rc"
 }
