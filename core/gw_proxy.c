@@ -33,6 +33,7 @@ static void gw_proxy_connect(gw_req_t *r);
 static int gw_up_send(gw_req_t *r);
 static bool gw_resp_behind(const gw_req_t *r);
 static void gw_bf_forward(gw_req_t *r);
+static void gw_up_cut(gw_req_t *r);
 
 /* Room for body bytes a filtered response keeps after its head. */
 #define GW_BF_MIN_ROOM 4096
@@ -739,6 +740,21 @@ static void gw_up_done(gw_req_t *r)
     gw_conn_flush_response(r->c);
 }
 
+/*
+ * The upstream failed after its response head arrived. The client
+ * connection is closed, so that a cut response never looks complete; but
+ * when nothing went out yet (body filters hold the head until their first
+ * bytes), the client gets a 502 instead.
+ */
+static void gw_up_cut(gw_req_t *r)
+{
+    if (r->bfilter && !r->head_to_client) {
+        gw_conn_error(r->c, 502, "upstream failed");
+        return;
+    }
+    gw_conn_abort(r->c);
+}
+
 /* Whether response bytes wait for the client, or for the body filters. */
 static bool gw_resp_behind(const gw_req_t *r)
 {
@@ -933,7 +949,7 @@ static int gw_up_parse(gw_req_t *r)
         gw_log_warn("upstream %s target %s: invalid response body (request %s)", r->up->conf->name,
                     r->target->name, r->request_id);
         gw_up_release(r, false);
-        gw_conn_abort(r->c);
+        gw_up_cut(r);
         return GW_DONE;
     }
     return GW_OK;
@@ -955,7 +971,7 @@ static void gw_up_eof(gw_req_t *r, bool error)
     gw_log_warn("upstream %s target %s: response truncated (request %s)", r->up->conf->name,
                 r->target->name, r->request_id);
     gw_up_release(r, false);
-    gw_conn_abort(r->c);
+    gw_up_cut(r);
 }
 
 /* Send what was parsed to the client: the whole response is there, or
@@ -1064,7 +1080,7 @@ static void gw_up_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         gw_log_warn("upstream %s target %s: read timeout mid-response (request %s)",
                     r->up->conf->name, r->target->name, r->request_id);
         gw_up_release(r, false);
-        gw_conn_abort(r->c);
+        gw_up_cut(r);
         return;
     }
     const char *what = r->uc->connecting                       ? "connect timeout"

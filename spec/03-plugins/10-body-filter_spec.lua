@@ -235,6 +235,22 @@ describe("plugins: body_filter", function()
         c:close()
     end)
 
+    it("answers 502 when the upstream fails before the filters let any byte out", function()
+        -- /truncate: Content-Length 1000, 10 bytes, then the upstream closes.
+        local res = get("/json/truncate")
+        assert.equal(502, res.status)
+        assert.equal("upstream failed", res.json.error)
+    end)
+
+    it("cuts the response when the upstream fails after bytes went out", function()
+        local res, err, partial = helpers.http(gw.port, { path = "/upper/truncate" })
+        assert.is_nil(res)
+        assert.truthy(err)
+        assert.equal(200, partial.status)
+        assert.is_false(partial.complete)
+        assert.equal("0123456789", partial.body)
+    end)
+
     it("answers 500 when a filter fails before any byte went out", function()
         local res = get("/fail-first/bytes?n=100")
         assert.equal(500, res.status)

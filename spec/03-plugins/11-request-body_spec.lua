@@ -23,6 +23,8 @@ describe("plugins: upstream.set_body and upstream.set_target", function()
                 { name = "r", paths = { "/" }, upstream = "u", plugins = { ["upstream-body"] = {} } },
                 { name = "retry", paths = { "/retry" }, strip_path = true, upstream = "two",
                   plugins = { ["upstream-body"] = {} } },
+                { name = "small", paths = { "/small" }, upstream = "u", max_body_size = 1000,
+                  plugins = { ["upstream-body"] = {} } },
             },
         }
     end)
@@ -85,6 +87,20 @@ describe("plugins: upstream.set_body and upstream.set_target", function()
         assert.equal(5, first.json.body_length)
         local second = assert(c:read_response())
         assert.equal("/echo/second", second.json.path)
+        c:close()
+    end)
+
+    it("still limits the client's body it drops", function()
+        local c = assert(helpers.connect(gw.port))
+        local sent = 0
+        local res = assert(c:request {
+            method = "POST", path = "/small", headers = { ["X-Set-Body"] = "x" },
+            body = function()
+                sent = sent + 1
+                return sent <= 5 and helpers.pattern(500) or nil
+            end,
+        })
+        assert.equal(413, res.status)
         c:close()
     end)
 
