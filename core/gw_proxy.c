@@ -35,7 +35,7 @@ static bool gw_resp_behind(const gw_req_t *r);
 static void gw_bf_forward(gw_req_t *r);
 static void gw_up_cut(gw_req_t *r);
 
-/* Room for body bytes a filtered response keeps after its head. */
+/* Room for body bytes a response keeps after a head kept for plugins. */
 #define GW_BF_MIN_ROOM 4096
 
 /* ---- response parsing (llhttp callbacks) ---- */
@@ -870,9 +870,11 @@ static int gw_up_head_ready(gw_req_t *r, size_t head_end)
     llhttp_resume(&r->rparser);
     r->rparsed = head_end;
     r->rsend_start = r->rsend_end = r->rdec_end = head_end;
-    /* Filters may read the response head while the body streams: the
-     * buffer is refilled after it, unless that leaves too little room. */
-    r->rbase = r->bfilter && r->rin->cap - head_end >= GW_BF_MIN_ROOM ? head_end : 0;
+    /* body_filter and log plugins may read the response head after body
+     * bytes came: the buffer is then refilled after the head, unless that
+     * leaves too little room. */
+    bool keep = r->bfilter || (gw_lua_route_phases(r->w, r->match.route->index) & GW_LUA_LOG);
+    r->rbase = keep && r->rin->cap - head_end >= GW_BF_MIN_ROOM ? head_end : 0;
     return GW_OK;
 }
 
@@ -1040,6 +1042,8 @@ int gw_proxy_resume_response(gw_req_t *r)
     gw_buf_t *rin = r->rin;
     /* All parsed bytes went out: start the buffer over. */
     rin->end = r->rparsed = r->rsend_start = r->rsend_end = r->rdec_end = r->rbase;
+    if (r->rbase == 0)
+        r->nrheaders = 0; /* the head is overwritten: plugins see no headers */
     bool sending = !gw_req_all_sent(r);
     gw_up_watch(r, EV_READ | (sending && gw_req_unsent(r) ? EV_WRITE : 0));
     if (!sending)

@@ -23,7 +23,8 @@ describe("plugins: body_filter", function()
             upstreams = { u = { targets = { up:address() }, timeouts = { read = "30s" } } },
             routes = {
                 route("plain", nil),
-                route("upper", { ["body-upper"] = {}, ["body-trailer"] = {} }),
+                route("upper", { ["body-upper"] = {}, ["body-trailer"] = {}, ["log-head"] = {} }),
+                route("logged", { ["log-head"] = {} }),
                 route("drop", { ["body-drop"] = {} }),
                 route("json", { ["body-json"] = {} }),
                 route("json-small", { ["body-json"] = { max = 100 } }),
@@ -216,6 +217,17 @@ describe("plugins: body_filter", function()
             local again = assert(c:request { path = "/upper/bytes?n=3" })
             assert.equal("012-- end calls=1 eof=true", again.body)
             c:close()
+        end
+    end)
+
+    it("keeps the upstream's response head readable in log after a long body", function()
+        for _, name in ipairs { "upper", "logged" } do
+            local res = get("/" .. name .. "/bytes?n=300000")
+            assert.equal(200, res.status)
+            helpers.wait_until(function()
+                return gw:error_log():find("log-head: /" .. name ..
+                    "/bytes X-Upstream=a Content-Type=application/octet-stream", 1, true)
+            end, 3, "the headers in the log phase of " .. name)
         end
     end)
 
