@@ -32,6 +32,8 @@ void gw_bfilter_framing(gw_req_t *r)
         r->rdecode = true;
     if (r->parser.http_minor == 0)
         r->close_after = true; /* the end of the body is the end of the connection */
+    else if (r->rbody_mode == GW_BODY_EOF && llhttp_should_keep_alive(&r->parser))
+        r->close_after = false; /* chunked, its end is marked: the client's connection stays */
 }
 
 /* Room for n more bytes after bf_len (bytes already sent are dropped). */

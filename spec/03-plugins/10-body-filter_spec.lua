@@ -244,6 +244,14 @@ describe("plugins: body_filter", function()
             local res = assert(c:request { path = "/upper/chunked" })
             assert.matches("^HELLO WORLD", res.body)
         end
+        -- An upstream body that ends with its connection is chunked for
+        -- the client, so the client's connection stays open too.
+        local res = assert(c:request { path = "/upper/no-length" })
+        assert.is_true(res.chunked)
+        assert.equal("NO LENGTH BODY-- end calls=", res.body:match("^(.-)%d"))
+        assert.is_nil(res.headers["connection"])
+        res = assert(c:request { path = "/upper/chunked" })
+        assert.matches("^HELLO WORLD", res.body)
         c:close()
     end)
 
