@@ -178,6 +178,9 @@ static void gw_req_put(gw_worker_t *w, gw_req_t *r)
 {
     gw_lua_req_release(r);
     gw_tls_req_end(r);
+    gw_bfilter_release(r);
+    if (r->direct_owned)
+        gw_upstream_direct_free(r->target);
     gw_buf_put(&w->bufs, r->out);
     gw_buf_put(&w->bufs, r->rin);
     r->out = r->rin = NULL;
@@ -358,6 +361,7 @@ void gw_conn_error(gw_conn_t *c, int status, const char *message)
         return;
     }
     gw_proxy_abort(r);
+    r->bfilter = false; /* the gateway's own answer */
     if (!r->body_done || status == 400 || status == 408 || status == 413 || status == 431 ||
         status == 414 || w->stopping)
         r->close_after = true;
@@ -395,7 +399,10 @@ int gw_conn_flush_response(gw_conn_t *c)
             iov[n].iov_base = r->out->data + r->out_sent;
             iov[n++].iov_len = r->out->end - r->out_sent;
         }
-        if (r->rsend_end > r->rsend_start) {
+        if (r->bfilter && r->bf_len > r->bf_sent) {
+            iov[n].iov_base = r->bf_data + r->bf_sent;
+            iov[n++].iov_len = r->bf_len - r->bf_sent;
+        } else if (r->rsend_end > r->rsend_start) {
             iov[n].iov_base = r->rin->data + r->rsend_start;
             iov[n++].iov_len = r->rsend_end - r->rsend_start;
         }
@@ -424,10 +431,15 @@ int gw_conn_flush_response(gw_conn_t *c)
             r->out_sent += k;
             left -= k;
         }
-        r->rsend_start += left;
+        if (r->bfilter)
+            r->bf_sent += left;
+        else
+            r->rsend_start += left;
     }
     /* Everything pending was written. */
-    if (r->rdone) {
+    if (r->bfilter)
+        gw_bfilter_sent(r);
+    if (r->rdone && (!r->bfilter || r->bf_eof_done)) {
         ev_timer_stop(w->loop, &c->timer);
         gw_conn_request_done(c);
         return GW_DONE;
@@ -796,13 +808,53 @@ static void gw_req_start(gw_conn_t *c)
         if (gw_lua_run(r, GW_LUA_ACCESS) != GW_OK)
             return; /* waiting, or answered */
     }
-    gw_proxy_start(r);
+    gw_conn_access_done(r, GW_OK);
+}
+
+/*
+ * Drop the client's body bytes parsed so far: a plugin replaced the body
+ * sent upstream (moongate.upstream.set_body). The bytes of a pipelined next
+ * request stay, right after the head.
+ */
+static void gw_conn_drop_body(gw_conn_t *c)
+{
+    gw_req_t *r = c->req;
+    gw_buf_t *in = c->in;
+    size_t upto = r->body_done ? r->msg_end : r->body_parsed;
+    size_t keep = in->end - upto;
+    memmove(in->data + r->head_len, in->data + upto, keep);
+    in->end = r->head_len + keep;
+    r->body_parsed = r->body_sent = r->head_len;
+    if (r->body_done)
+        r->msg_end = r->head_len;
 }
 
 void gw_conn_access_done(gw_req_t *r, int rc)
 {
-    if (rc == GW_OK)
-        gw_proxy_start(r);
+    if (rc != GW_OK)
+        return;
+    gw_conn_t *c = r->c;
+    if (r->up_body_set) {
+        /* The client's body is read to its end and dropped before the
+         * request goes upstream, so that the connection can go on with its
+         * next request. */
+        gw_conn_drop_body(c);
+        if (!r->body_done) {
+            if (r->expect_continue) {
+                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                if (write(c->fd, cont, sizeof cont - 1) != (ssize_t)(sizeof cont - 1)) {
+                    gw_conn_close(c);
+                    return;
+                }
+                r->expect_continue = false;
+            }
+            r->up_body_wait = true;
+            gw_conn_want_body(c);
+            return;
+        }
+        r->expect_continue = false;
+    }
+    gw_proxy_start(r);
 }
 
 /* Answer r with the status, headers and body of moongate.response.exit. */
@@ -1104,6 +1156,16 @@ static void gw_conn_read_body(gw_conn_t *c)
     if (r->body_done && !(c->io.events & EV_WRITE))
         ev_timer_stop(w->loop, &c->timer);
     gw_conn_body_check(c);
+    if (r->up_body_wait) {
+        gw_conn_drop_body(c);
+        if (!r->body_done) {
+            gw_conn_want_body(c);
+            return;
+        }
+        r->up_body_wait = false;
+        gw_proxy_start(r);
+        return;
+    }
     gw_proxy_send_body(r);
 }
 

@@ -105,7 +105,9 @@ bool gw_http_valid_host(gw_str_t s)
 
 gw_str_t gw_http_host_without_port(gw_str_t host)
 {
-    if (host.len && host.p[0] == '[') {
+    if (host.len == 0)
+        return host; /* an HTTP/1.0 request without a host: p may be NULL */
+    if (host.p[0] == '[') {
         const char *end = memchr(host.p, ']', host.len);
         if (end)
             host.len = (size_t)(end - host.p) + 1;

@@ -455,6 +455,10 @@ void gw_lua_req_release(gw_req_t *r)
     r->body_waiting = false;
     gw_buf_put(&r->w->bufs, r->held_in);
     r->held_in = NULL;
+    free(r->up_body);
+    r->up_body = NULL;
+    free(r->direct_host);
+    r->direct_host = NULL;
 }
 
 /* What a log line names: "route NAME", or "timer" for a timer task. */
@@ -470,6 +474,7 @@ static const char *gw_lua_phase_name(int phase)
 {
     return phase == GW_LUA_ACCESS          ? "access"
            : phase == GW_LUA_HEADER_FILTER ? "header_filter"
+           : phase == GW_LUA_BODY_FILTER   ? "body_filter"
            : phase == GW_LUA_LOG           ? "log"
                                            : "timer";
 }
@@ -537,6 +542,10 @@ static int gw_lua_finish(gw_req_t *r, int rc)
         gw_log_error("%s: moongate.response.exit is only allowed in rewrite and access "
                      "(request %s)",
                      gw_lua_where(r, where, sizeof where), r->request_id);
+    if (r->lua_phase == GW_LUA_BODY_FILTER && r->head_to_client)
+        gw_log_warn("%s: body_filter failed after the response head was sent: closing the "
+                    "client connection (request %s)",
+                    gw_lua_where(r, where, sizeof where), r->request_id);
     gw_conn_error(r->c, 500, "internal error");
     return GW_DONE;
 }
@@ -572,6 +581,9 @@ void gw_lua_wakeup(gw_req_t *r, int nvalues)
         break;
     case GW_LUA_HEADER_FILTER:
         gw_proxy_header_filter_done(r, rc);
+        break;
+    case GW_LUA_BODY_FILTER:
+        gw_proxy_body_filter_done(r, rc);
         break;
     case GW_LUA_TIMER:
         gw_lua_timer_task_done(r);

@@ -7,6 +7,7 @@
  *
  * Phases, in order: access (each plugin's rewrite, then each plugin's
  * access), header_filter (the upstream response head, before it is sent),
+ * body_filter (each piece of the response body on its way to the client),
  * log (after the response was sent; it never delays the client).
  */
 #ifndef GW_LUA_H
@@ -17,6 +18,7 @@
 enum {
     GW_LUA_ACCESS = 1,        /* rewrite + access */
     GW_LUA_HEADER_FILTER = 2, /* response head */
+    GW_LUA_BODY_FILTER = 4,   /* a piece of the response body */
     GW_LUA_LOG = 8,           /* after the response */
     GW_LUA_TIMER = 16,        /* a moongate.timer callback, outside any request */
 };

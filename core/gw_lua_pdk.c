@@ -55,7 +55,8 @@ static int gw_pdk_fail(char *err, size_t errlen, const char *fmt, ...)
 }
 
 static const char *const gw_pdk_phase_names[] = {
-    "", "access", "header_filter", "", "", "", "", "", "log", "", "", "", "", "", "", "", "timer"};
+    "", "access", "header_filter", "", "body_filter", "", "", "", "log", "", "", "", "", "",
+    "", "",       "timer"};
 
 GW_PDK int gw_pdk_phase(void)
 {
@@ -343,6 +344,50 @@ GW_PDK int gw_pdk_upstream_set_retries(int retries, char *err, size_t errlen)
         return gw_pdk_fail(err, errlen, "retries must be 0 to 100");
     r->retries = retries;
     r->retries_set = true;
+    return GW_OK;
+}
+
+/* Send `len` bytes upstream as the request body instead of the client's
+ * (which is still read, and dropped). */
+GW_PDK int gw_pdk_upstream_set_body(const char *p, size_t len, char *err, size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    if (r->lua_phase != GW_LUA_ACCESS)
+        return gw_pdk_fail(err, errlen, "not allowed in %s: only in rewrite or access",
+                           gw_pdk_phase_name());
+    if (r->parser.method == HTTP_HEAD)
+        return gw_pdk_fail(err, errlen, "a HEAD request has no body");
+    char *copy = gw_xmalloc(len ? len : 1);
+    memcpy(copy, p, len);
+    free(r->up_body);
+    r->up_body = copy;
+    r->up_body_len = len;
+    r->up_body_set = true;
+    return GW_OK;
+}
+
+/* Send the request to host:port instead of a target of the upstream. */
+GW_PDK int gw_pdk_upstream_set_target(const char *host, size_t len, int port, char *err,
+                                      size_t errlen)
+{
+    gw_req_t *r = gw_lua_current;
+    if (r->lua_phase != GW_LUA_ACCESS)
+        return gw_pdk_fail(err, errlen, "not allowed in %s: only in rewrite or access",
+                           gw_pdk_phase_name());
+    if (port < 1 || port > 65535)
+        return gw_pdk_fail(err, errlen, "port must be an integer from 1 to 65535");
+    /* A name or an IPv4 address (what a Host header may hold, without a
+     * port), or an IPv6 address without brackets. */
+    bool ipv6 = memchr(host, ':', len) != NULL;
+    bool ok = len > 0 && len <= 64 && (ipv6 || gw_http_valid_host((gw_str_t){host, len}));
+    for (size_t i = 0; ok && ipv6 && i < len; i++)
+        ok = host[i] == ':' || host[i] == '.' || (host[i] >= '0' && host[i] <= '9') ||
+             (gw_lower(host[i]) >= 'a' && gw_lower(host[i]) <= 'f');
+    if (!ok || host[0] == '[')
+        return gw_pdk_fail(err, errlen, "invalid host");
+    free(r->direct_host);
+    r->direct_host = gw_xstrndup(host, len);
+    r->direct_port = (uint16_t)port;
     return GW_OK;
 }
 

@@ -33,6 +33,12 @@ static void gw_up_io_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void gw_up_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void gw_proxy_connect(gw_req_t *r);
 static int gw_up_send(gw_req_t *r);
+static bool gw_resp_behind(const gw_req_t *r);
+static void gw_bf_forward(gw_req_t *r);
+static void gw_up_cut(gw_req_t *r);
+
+/* Room for body bytes a response keeps after a head kept for plugins. */
+#define GW_BF_MIN_ROOM 4096
 
 /* ---- response parsing (llhttp callbacks) ---- */
 
@@ -331,7 +337,15 @@ static int gw_build_request_head(gw_req_t *r)
             gw_drop_header(n, r->headers, nconn) ||
             (r->nhdr_ops && gw_ops_replace(r, GW_SIDE_UPSTREAM, n)))
             continue;
+        if (r->up_body_set &&
+            (gw_str_caseeq_lit(n, "content-length") || gw_str_caseeq_lit(n, "transfer-encoding")))
+            continue; /* the body a plugin set has its own length */
         gw_out_header(&o, n, r->headers[i].value);
+    }
+    if (r->up_body_set) {
+        char cl[48];
+        int k = snprintf(cl, sizeof cl, "Content-Length: %zu\r\n", r->up_body_len);
+        gw_out_add(&o, cl, (size_t)k);
     }
     if (r->nhdr_ops)
         gw_out_ops(&o, r, GW_SIDE_UPSTREAM, GW_STR("Host"));
@@ -376,12 +390,18 @@ static int gw_build_response_head(gw_req_t *r)
             continue;
         if (r->rdecode && gw_str_caseeq_lit(name, "transfer-encoding"))
             continue;
+        if (r->bfilter && gw_str_caseeq_lit(name, "content-length"))
+            continue; /* body filters may change the length */
         if (r->nhdr_ops && gw_ops_replace(r, GW_SIDE_RESPONSE, name))
             continue;
         gw_out_header(&o, name, r->rheaders[i].value);
     }
     if (r->nhdr_ops)
         gw_out_ops(&o, r, GW_SIDE_RESPONSE, GW_STR(""));
+    if (r->bfilter && (r->status == 204 || r->status == 304))
+        r->bfilter = false; /* a header_filter made it a response without a body */
+    if (r->bfilter && r->parser.http_minor >= 1)
+        GW_OUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
     if (r->c->w->stopping)
         r->close_after = true;
     if (r->upgrade && r->status == 101) {
@@ -431,11 +451,26 @@ static void gw_up_timer(gw_req_t *r, double after)
     ev_timer_again(uc->w->loop, &uc->timer);
 }
 
+/* Whether request bytes received (or set by a plugin) wait to go upstream. */
+static bool gw_req_unsent(const gw_req_t *r)
+{
+    if (r->up_body_set)
+        return r->up_body_sent < r->up_body_len;
+    return r->body_parsed > r->body_sent;
+}
+
+/* Whether the whole request went upstream. */
+static bool gw_req_all_sent(const gw_req_t *r)
+{
+    return r->body_done && r->body_sent >= r->msg_end &&
+           (!r->up_body_set || r->up_body_sent == r->up_body_len);
+}
+
 /* The client is behind: stop reading the upstream, and stop its read
  * timeout too (the client's send timeout applies meanwhile). */
 static void gw_up_pause(gw_req_t *r)
 {
-    gw_up_watch(r, r->body_parsed > r->body_sent ? EV_WRITE : 0);
+    gw_up_watch(r, gw_req_unsent(r) ? EV_WRITE : 0);
     gw_up_timer(r, 0);
 }
 
@@ -447,11 +482,13 @@ static void gw_up_release(gw_req_t *r, bool ok)
         return;
     gw_upstream_t *up = r->up;
     double now = ev_now(r->c->w->loop);
-    gw_balancer_release(up->balancer, r->target->index);
-    gw_balancer_report(up->balancer, r->target->index, ok, now - r->t_upstream, now);
+    if (!r->direct_host) {
+        gw_balancer_release(up->balancer, r->target->index);
+        gw_balancer_report(up->balancer, r->target->index, ok, now - r->t_upstream, now);
+    }
     r->uc = NULL;
     uc->requests++;
-    if (ok && r->upstream_reusable) {
+    if (ok && r->upstream_reusable && !r->direct_owned) {
         gw_upstream_pool_put(uc);
         return;
     }
@@ -463,7 +500,8 @@ void gw_proxy_abort(gw_req_t *r)
     gw_upconn_t *uc = r->uc;
     if (!uc)
         return;
-    gw_balancer_release(r->up->balancer, r->target->index);
+    if (!r->direct_host)
+        gw_balancer_release(r->up->balancer, r->target->index);
     r->uc = NULL;
     gw_upconn_close(uc);
 }
@@ -487,18 +525,20 @@ static void gw_proxy_fail(gw_req_t *r, gw_fail_t why, const char *detail)
         bool stale = reused && why == GW_FAIL_IO && !r->rgot;
         r->upstream_reusable = false;
         if (stale) {
-            gw_balancer_release(r->up->balancer, r->target->index);
+            if (!r->direct_host)
+                gw_balancer_release(r->up->balancer, r->target->index);
             r->uc = NULL;
             gw_upconn_close(uc);
             if (replayable && (gw_is_idempotent(r) || r->body_mode == GW_BODY_NONE)) {
-                r->tried &= ~((uint64_t)1 << (r->target->index & 63));
+                if (!r->direct_host)
+                    r->tried &= ~((uint64_t)1 << (r->target->index & 63));
                 gw_proxy_connect(r);
                 return;
             }
         } else {
             gw_up_release(r, false);
         }
-    } else {
+    } else if (!r->direct_host) {
         double now = ev_now(c->w->loop);
         gw_balancer_report(r->up->balancer, r->target->index, false, 0, now);
     }
@@ -559,18 +599,22 @@ static void gw_proxy_connect(gw_req_t *r)
     gw_upstream_t *up = r->up;
     double now = ev_now(w->loop);
     char keybuf[INET6_ADDRSTRLEN];
-    int idx = gw_balancer_pick(up->balancer, gw_hash_key(r, keybuf, sizeof keybuf), r->tried, now);
-    if (idx < 0) {
-        gw_conn_error(r->c, 502, "upstream has no targets");
-        return;
+    int idx = -1;
+    if (!r->direct_host) {
+        idx = gw_balancer_pick(up->balancer, gw_hash_key(r, keybuf, sizeof keybuf), r->tried, now);
+        if (idx < 0) {
+            gw_conn_error(r->c, 502, "upstream has no targets");
+            return;
+        }
+        r->target = &up->targets[idx];
+        r->tried |= (uint64_t)1 << (idx & 63);
     }
-    r->target = &up->targets[idx];
-    r->tried |= (uint64_t)1 << (idx & 63);
     if (gw_build_request_head(r) != GW_OK) {
         gw_conn_error(r->c, 431, "request header too large");
         return;
     }
     r->body_sent = r->head_len;
+    r->up_body_sent = 0;
     r->sent_any = false;
     r->head_sent_up = false;
     r->rgot = false;
@@ -590,7 +634,8 @@ static void gw_proxy_connect(gw_req_t *r)
             return;
         }
     }
-    gw_balancer_acquire(up->balancer, idx);
+    if (idx >= 0)
+        gw_balancer_acquire(up->balancer, idx);
     r->uc = uc;
     uc->req = r;
     ev_set_cb(&uc->io, gw_up_io_cb);
@@ -612,6 +657,8 @@ void gw_proxy_start(gw_req_t *r)
     gw_worker_t *w = c->w;
     r->up = &w->upstreams[r->up_index ? (size_t)r->up_index - 1 : r->match.route->upstream_index];
     r->retries_left = r->retries_set ? r->retries : r->up->conf->retries;
+    if (r->direct_host)
+        r->target = gw_upstream_direct(w, r); /* moongate.upstream.set_target */
     if (r->expect_continue) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         struct iovec v = {(void *)cont, sizeof cont - 1};
@@ -639,7 +686,10 @@ static int gw_up_send(gw_req_t *r)
             iov[n].iov_base = r->out->data + r->out_sent;
             iov[n++].iov_len = r->out->end - r->out_sent;
         }
-        if (r->body_parsed > r->body_sent) {
+        if (r->up_body_set && r->up_body_sent < r->up_body_len) {
+            iov[n].iov_base = r->up_body + r->up_body_sent; /* moongate.upstream.set_body */
+            iov[n++].iov_len = r->up_body_len - r->up_body_sent;
+        } else if (!r->up_body_set && r->body_parsed > r->body_sent) {
             iov[n].iov_base = c->in->data + r->body_sent;
             iov[n++].iov_len = r->body_parsed - r->body_sent;
         }
@@ -668,16 +718,19 @@ static int gw_up_send(gw_req_t *r)
             r->out_sent += k;
             left -= k;
         }
-        r->body_sent += left;
+        if (r->up_body_set)
+            r->up_body_sent += left;
+        else
+            r->body_sent += left;
     }
     r->head_sent_up = true;
-    if (r->rhead_done && r->rsend_end > r->rsend_start) {
+    if (r->rhead_done && gw_resp_behind(r)) {
         gw_up_pause(r);
         gw_conn_want_body(c);
         return GW_OK;
     }
     gw_up_watch(r, EV_READ);
-    if (r->body_done && r->body_sent >= r->msg_end)
+    if (gw_req_all_sent(r))
         gw_up_timer(r, r->rhead_done ? 0 : gw_read_or_send(r, true));
     else {
         gw_up_timer(r, 0);
@@ -697,9 +750,75 @@ void gw_proxy_send_body(gw_req_t *r)
 static void gw_up_done(gw_req_t *r)
 {
     r->t_upstream_done = ev_now(r->c->w->loop);
-    r->upstream_reusable = r->upstream_reusable && r->body_done && r->body_sent >= r->msg_end &&
-                           llhttp_should_keep_alive(&r->rparser);
+    r->upstream_reusable =
+        r->upstream_reusable && gw_req_all_sent(r) && llhttp_should_keep_alive(&r->rparser);
     gw_up_release(r, true);
+    if (r->bfilter) {
+        gw_bf_forward(r);
+        return;
+    }
+    gw_conn_flush_response(r->c);
+}
+
+/*
+ * The upstream failed after its response head arrived. The client
+ * connection is closed, so that a cut response never looks complete; but
+ * when nothing went out yet (body filters hold the head until their first
+ * bytes), the client gets a 502 instead.
+ */
+static void gw_up_cut(gw_req_t *r)
+{
+    if (r->bfilter && !r->head_to_client) {
+        gw_conn_error(r->c, 502, "upstream failed");
+        return;
+    }
+    gw_conn_abort(r->c);
+}
+
+/* Whether response bytes wait for the client, or for the body filters. */
+static bool gw_resp_behind(const gw_req_t *r)
+{
+    return r->rsend_end > r->rsend_start ||
+           (r->bfilter && (r->bf_running || r->bf_len > r->bf_sent));
+}
+
+/*
+ * Hand the body bytes parsed so far (and, once the upstream response is
+ * complete, its end) to the body_filter phase. The upstream is not read
+ * while the phase runs; the filtered bytes go to the client, whose
+ * draining resumes the upstream. The response head waits until the filters
+ * produced their first bytes, so that a filter that fails before that (one
+ * that buffers the whole body, say) still gets the client a 500.
+ */
+static void gw_bf_forward(gw_req_t *r)
+{
+    if (r->bf_running || r->bf_eof_done)
+        return;
+    if (!r->rdone && r->rsend_end == r->rsend_start) {
+        gw_proxy_resume_response(r); /* nothing new: read on */
+        return;
+    }
+    if (r->uc)
+        gw_up_pause(r);
+    r->bf_running = true;
+    int rc = gw_lua_run(r, GW_LUA_BODY_FILTER);
+    if (rc != GW_AGAIN)
+        gw_proxy_body_filter_done(r, rc);
+}
+
+void gw_proxy_body_filter_done(gw_req_t *r, int rc)
+{
+    if (rc != GW_OK)
+        return; /* answered with a 500, or the connection was closed */
+    r->bf_running = false;
+    if (r->rdone)
+        r->bf_eof_done = true;
+    r->rsend_start = r->rsend_end; /* the filters took them */
+    if (!r->bf_started && r->bf_len == r->bf_sent && !r->bf_eof_done) {
+        gw_proxy_resume_response(r); /* nothing to send yet: the head waits */
+        return;
+    }
+    r->bf_started = true;
     gw_conn_flush_response(r->c);
 }
 
@@ -725,6 +844,7 @@ static void gw_response_framing(gw_req_t *r)
         r->close_after = true;
         r->upstream_reusable = false;
     }
+    gw_bfilter_framing(r);
 }
 
 /*
@@ -779,6 +899,11 @@ static int gw_up_head_ready(gw_req_t *r, size_t head_end)
     llhttp_resume(&r->rparser);
     r->rparsed = head_end;
     r->rsend_start = r->rsend_end = r->rdec_end = head_end;
+    /* body_filter and log plugins may read the response head after body
+     * bytes came: the buffer is then refilled after the head, unless that
+     * leaves too little room. */
+    bool keep = r->bfilter || (gw_lua_route_phases(r->w, r->match.route->index) & GW_LUA_LOG);
+    r->rbase = keep && r->rin->cap - head_end >= GW_BF_MIN_ROOM ? head_end : 0;
     return GW_OK;
 }
 
@@ -858,7 +983,7 @@ static int gw_up_parse(gw_req_t *r)
         gw_log_warn("upstream %s target %s: invalid response body (request %s)", r->up->conf->name,
                     r->target->name, r->request_id);
         gw_up_release(r, false);
-        gw_conn_abort(r->c);
+        gw_up_cut(r);
         return GW_DONE;
     }
     return GW_OK;
@@ -880,13 +1005,17 @@ static void gw_up_eof(gw_req_t *r, bool error)
     gw_log_warn("upstream %s target %s: response truncated (request %s)", r->up->conf->name,
                 r->target->name, r->request_id);
     gw_up_release(r, false);
-    gw_conn_abort(r->c);
+    gw_up_cut(r);
 }
 
 /* Send what was parsed to the client: the whole response is there, or
  * part of it (then pause the upstream if the client is behind). */
 static void gw_up_forward(gw_req_t *r)
 {
+    if (r->bfilter && !r->rdone) {
+        gw_bf_forward(r);
+        return;
+    }
     if (r->rdone) {
         gw_up_done(r);
         return;
@@ -911,8 +1040,8 @@ static void gw_up_read(gw_req_t *r)
         r->in_name = r->in_value = false;
     }
     gw_buf_t *rin = r->rin;
-    if (r->rhead_done && r->rsend_end > r->rsend_start) {
-        gw_up_pause(r); /* the client has not taken the last bytes yet */
+    if (r->rhead_done && gw_resp_behind(r)) {
+        gw_up_pause(r); /* the client (or a body filter) has not taken the last bytes yet */
         return;
     }
     ssize_t n = gw_upconn_recv(uc, rin->data + rin->end, rin->cap - rin->end);
@@ -924,7 +1053,7 @@ static void gw_up_read(gw_req_t *r)
     }
     rin->end += (size_t)n;
     r->rgot = true;
-    if (r->body_done && r->body_sent >= r->msg_end)
+    if (gw_req_all_sent(r))
         gw_up_timer(r, gw_read_or_send(r, true));
     if (gw_up_parse(r) != GW_OK)
         return;
@@ -940,13 +1069,15 @@ void gw_proxy_header_filter_done(gw_req_t *r, int rc)
 
 int gw_proxy_resume_response(gw_req_t *r)
 {
-    if (!r->uc || !r->rhead_done)
+    if (!r->uc || !r->rhead_done || r->bf_running)
         return GW_OK;
     gw_buf_t *rin = r->rin;
     /* All parsed bytes went out: start the buffer over. */
-    rin->end = r->rparsed = r->rsend_start = r->rsend_end = r->rdec_end = 0;
-    bool sending = !(r->body_done && r->body_sent >= r->msg_end);
-    gw_up_watch(r, EV_READ | (sending && r->body_parsed > r->body_sent ? EV_WRITE : 0));
+    rin->end = r->rparsed = r->rsend_start = r->rsend_end = r->rdec_end = r->rbase;
+    if (r->rbase == 0)
+        r->nrheaders = 0; /* the head is overwritten: plugins see no headers */
+    bool sending = !gw_req_all_sent(r);
+    gw_up_watch(r, EV_READ | (sending && gw_req_unsent(r) ? EV_WRITE : 0));
     if (!sending)
         gw_up_timer(r, gw_read_or_send(r, true));
     return GW_OK;
@@ -1013,12 +1144,11 @@ static void gw_up_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         gw_log_warn("upstream %s target %s: read timeout mid-response (request %s)",
                     r->up->conf->name, r->target->name, r->request_id);
         gw_up_release(r, false);
-        gw_conn_abort(r->c);
+        gw_up_cut(r);
         return;
     }
-    const char *what = r->uc->connecting ? "connect timeout"
-                       : r->head_sent_up && r->body_done && r->body_sent >= r->msg_end
-                           ? "read timeout"
-                           : "send timeout";
+    const char *what = r->uc->connecting                       ? "connect timeout"
+                       : r->head_sent_up && gw_req_all_sent(r) ? "read timeout"
+                                                               : "send timeout";
     gw_proxy_fail(r, GW_FAIL_TIMEOUT, what);
 }

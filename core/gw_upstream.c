@@ -50,6 +50,12 @@ int gw_upstreams_init(gw_worker_t *w, char *err, size_t errlen)
 void gw_upstreams_free(gw_worker_t *w)
 {
     gw_upstream_pools_close(w);
+    while (w->direct) {
+        gw_target_t *t = w->direct;
+        w->direct = t->next_direct;
+        gw_upstream_direct_free(t);
+    }
+    w->ndirect = 0;
     for (size_t i = 0; i < w->nupstreams; i++) {
         gw_upstream_t *up = &w->upstreams[i];
         gw_health_stop(up->health);
@@ -195,4 +201,63 @@ void gw_upstream_pools_close(gw_worker_t *w)
             }
         }
     }
+    for (gw_target_t *t = w->direct; t; t = t->next_direct) {
+        gw_upconn_t *uc;
+        while ((uc = t->idle) != NULL) {
+            gw_pool_unlink(uc);
+            gw_upconn_close(uc);
+        }
+    }
+}
+
+/* ---- targets of moongate.upstream.set_target ---- */
+
+/* Targets a worker keeps for set_target (with their keep-alive pools). */
+#define GW_DIRECT_MAX 64
+/* Seconds after which a kept target's name is resolved again. */
+#define GW_DIRECT_TTL 10.0
+
+static void gw_direct_resolve(gw_target_t *t, const char *host, uint16_t port, double now)
+{
+    t->resolved = gw_net_resolve(host, port, &t->addr, &t->addrlen) == GW_OK;
+    t->resolved_at = now;
+    if (!t->resolved)
+        gw_log_warn("set_target: cannot resolve %s", t->name);
+}
+
+gw_target_t *gw_upstream_direct(gw_worker_t *w, gw_req_t *r)
+{
+    char name[80];
+    double now = ev_now(w->loop);
+    snprintf(name, sizeof name, strchr(r->direct_host, ':') ? "[%s]:%u" : "%s:%u", r->direct_host,
+             r->direct_port);
+    for (gw_target_t *t = w->direct; t; t = t->next_direct)
+        if (strcmp(t->name, name) == 0) {
+            if (now - t->resolved_at >= GW_DIRECT_TTL)
+                gw_direct_resolve(t, r->direct_host, r->direct_port, now);
+            return t;
+        }
+    gw_target_t *t = gw_xcalloc(1, sizeof *t);
+    t->up = r->up; /* its keep-alive settings apply to the pool */
+    t->index = -1;
+    memcpy(t->name, name, sizeof name);
+    gw_direct_resolve(t, r->direct_host, r->direct_port, now);
+    if (w->ndirect < GW_DIRECT_MAX) {
+        t->next_direct = w->direct;
+        w->direct = t;
+        w->ndirect++;
+    } else {
+        r->direct_owned = true;
+    }
+    return t;
+}
+
+void gw_upstream_direct_free(gw_target_t *t)
+{
+    gw_upconn_t *uc;
+    while ((uc = t->idle) != NULL) {
+        gw_pool_unlink(uc);
+        gw_upconn_close(uc);
+    }
+    free(t);
 }

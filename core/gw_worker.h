@@ -76,6 +76,8 @@ struct gw_target_s {
     gw_upconn_t *idle; /* most recently used first */
     unsigned nidle;
     struct ssl_session_st *tls_session; /* last TLS session, offered again */
+    gw_target_t *next_direct;           /* the worker's list of set_target targets */
+    double resolved_at;                 /* set_target targets: when the name was resolved */
 };
 
 struct gw_upstream_s {
@@ -206,6 +208,26 @@ struct gw_req_s {
     size_t body_copy_len;
     gw_buf_t *held_in; /* the request head, kept for the log phase */
     int timer_id;      /* the moongate.timer this task runs, or 0 */
+
+    /* Response body filters (gw_bfilter.c): the body goes through the
+     * body_filter phase, re-framed (chunked, or close-delimited for 1.0). */
+    bool bfilter;     /* this response's body goes through body_filter */
+    bool bf_running;  /* the body_filter phase runs or waits */
+    bool bf_eof_done; /* the last call (eof) ended */
+    bool bf_started;  /* the response head may go out */
+    size_t rbase;     /* offset in rin where body bytes start after a refill */
+    char *bf_data;    /* filtered bytes, framed, waiting for the client */
+    size_t bf_len, bf_cap, bf_sent;
+
+    /* moongate.upstream.set_body: the body sent upstream instead. */
+    char *up_body;
+    size_t up_body_len, up_body_sent;
+    bool up_body_set;
+    bool up_body_wait; /* waiting for the client's body to be read */
+    /* moongate.upstream.set_target: a target outside the config. */
+    char *direct_host;
+    uint16_t direct_port;
+    bool direct_owned; /* r->target is this request's own (not cached) */
 };
 
 typedef enum {
@@ -246,6 +268,8 @@ struct gw_worker_s {
     int *route_slots;     /* metrics slot of each route, by route index */
     gw_upstream_t *upstreams;
     size_t nupstreams;
+    gw_target_t *direct; /* targets of moongate.upstream.set_target */
+    size_t ndirect;
     int index;
     int area; /* this process's slot in the shared metrics and heartbeats */
 
@@ -344,6 +368,8 @@ int gw_proxy_resume_response(gw_req_t *r);
 void gw_proxy_abort(gw_req_t *r);
 /* The header_filter phase ended (GW_OK) or answered the request (GW_DONE). */
 void gw_proxy_header_filter_done(gw_req_t *r, int rc);
+/* The body_filter phase ended (GW_OK), or the request ended (GW_DONE). */
+void gw_proxy_body_filter_done(gw_req_t *r, int rc);
 
 /* ---- gw_upstream.c (targets and keep-alive pools) ---- */
 
@@ -359,5 +385,27 @@ void gw_upconn_close(gw_upconn_t *uc);
 gw_upconn_t *gw_upconn_open(gw_worker_t *w, gw_target_t *t);
 /* Close every idle pooled connection (shutdown). */
 void gw_upstream_pools_close(gw_worker_t *w);
+/*
+ * The target of moongate.upstream.set_target for r (r->direct_host and
+ * r->direct_port): one the worker keeps (with its keep-alive pool; a name
+ * is resolved again after 10 s, with a blocking getaddrinfo), or, when
+ * the worker keeps too many already, one of r's own (r->direct_owned).
+ */
+gw_target_t *gw_upstream_direct(gw_worker_t *w, gw_req_t *r);
+/* Free a target gw_upstream_direct made for one request. */
+void gw_upstream_direct_free(gw_target_t *t);
+
+/* ---- gw_bfilter.c (response body filters) ---- */
+
+/* Decide whether r's response goes through body_filter (called once its
+ * framing is known); sets r->bfilter, r->rdecode and r->close_after. */
+void gw_bfilter_framing(gw_req_t *r);
+/* Append filtered bytes for the client, framed (a chunk for HTTP/1.1,
+ * raw for HTTP/1.0); with eof, the end of the body too. */
+void gw_bfilter_output(gw_req_t *r, const char *p, size_t len, bool eof);
+/* Everything filtered so far went to the client: empty the output. */
+void gw_bfilter_sent(gw_req_t *r);
+/* Free what the filters of r hold. */
+void gw_bfilter_release(gw_req_t *r);
 
 #endif

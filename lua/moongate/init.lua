@@ -38,6 +38,10 @@ int gw_pdk_upstream_set_upstream(const char *name, size_t len, char *err, size_t
 int gw_pdk_upstream_set_timeouts(double connect, double send, double read, char *err,
                                  size_t errlen);
 int gw_pdk_upstream_set_retries(int retries, char *err, size_t errlen);
+int gw_pdk_upstream_set_body(const char *p, size_t len, char *err, size_t errlen);
+int gw_pdk_upstream_set_target(const char *host, size_t len, int port, char *err, size_t errlen);
+int gw_pdk_body_chunk(const char **p, size_t *len, int *eof, char *err, size_t errlen);
+int gw_pdk_body_emit(const char *p, size_t len, char *err, size_t errlen);
 int gw_pdk_exit(int status, const char *body, size_t len, char *err, size_t errlen);
 int gw_pdk_resp_status(void);
 int gw_pdk_resp_set_status(int status, char *err, size_t errlen);
@@ -430,6 +434,29 @@ function upstream.set_retries(n)
     end
 end
 
+--- Send `body` (a string) upstream instead of the client's request body,
+-- with its own Content-Length. The client's body is still read, and dropped.
+function upstream.set_body(body)
+    need_request("moongate.upstream.set_body")
+    check_string("moongate.upstream.set_body", "body", body)
+    if C.gw_pdk_upstream_set_body(body, #body, errbuf, 256) ~= GW_OK then
+        error("moongate.upstream.set_body: " .. ffi.string(errbuf), 2)
+    end
+end
+
+--- Send this request to host:port, which need not be a target of the
+-- config (no balancer, no health checks), with the upstream's timeouts.
+function upstream.set_target(host, port)
+    need_request("moongate.upstream.set_target")
+    check_string("moongate.upstream.set_target", "host", host)
+    if type(port) ~= "number" or port % 1 ~= 0 or port < 1 or port > 65535 then
+        error("moongate.upstream.set_target: port must be an integer from 1 to 65535", 2)
+    end
+    if C.gw_pdk_upstream_set_target(host, #host, port, errbuf, 256) ~= GW_OK then
+        error("moongate.upstream.set_target: " .. ffi.string(errbuf), 2)
+    end
+end
+
 -- ---- moongate.response ----
 
 local response = M.response
@@ -511,6 +538,128 @@ end
 
 function response.clear_header(name)
     header_op("moongate.response.clear_header", SIDE_RESPONSE, HDR_CLEAR, name)
+end
+
+-- ---- the response body (body_filter) ----
+
+local PHASE_BODY_FILTER = 4
+local eofp = ffi.new("int[1]")
+
+-- The body_filter state of each request, by its ctx table: the piece of
+-- the body being filtered (chunk), whether it is the last (eof), the
+-- plugin running (step), and the bodies plugins buffer (bufs[plugin]).
+local body_of = setmetatable({}, { __mode = "k" })
+
+--- Start a body_filter run: read the piece of the body from the gateway.
+function M._body_begin(ctx)
+    local st = body_of[ctx]
+    if not st then
+        st = { bufs = {} }
+        body_of[ctx] = st
+    end
+    if C.gw_pdk_body_chunk(bodyp, lenp, eofp, errbuf, 256) ~= GW_OK then
+        error("body_filter: " .. ffi.string(errbuf))
+    end
+    st.chunk = ffi.string(bodyp[0], lenp[0])
+    st.eof = eofp[0] ~= 0
+end
+
+function M._body_step(ctx, name)
+    local st = body_of[ctx]
+    if st then
+        st.step = name
+    end
+end
+
+--- End a body_filter run: what the plugins left goes to the client.
+function M._body_end(ctx)
+    local st = body_of[ctx]
+    local chunk = st.chunk
+    st.chunk = nil
+    if C.gw_pdk_body_emit(chunk, #chunk, errbuf, 256) ~= GW_OK then
+        error("body_filter: " .. ffi.string(errbuf))
+    end
+end
+
+-- The body_filter state of the running request; raises outside body_filter.
+local function body_state(fname)
+    local phase = C.gw_pdk_phase()
+    if phase == 0 or phase == PHASE_TIMER then
+        error(fname .. ": not available outside a request phase", 3)
+    end
+    if phase ~= PHASE_BODY_FILTER then
+        error(("%s: not allowed in %s: only in body_filter"):format(fname,
+            ffi.string(C.gw_pdk_phase_name())), 3)
+    end
+    local ctx = M.ctx
+    local st = ctx and body_of[ctx]
+    if not st or st.chunk == nil then
+        error(fname .. ": call it from the phase itself, not from a coroutine of your own", 3)
+    end
+    return st
+end
+
+--- The piece of the response body this body_filter call is for (as the
+-- plugins before changed it), and whether it is the last one.
+function response.get_chunk()
+    local st = body_state("moongate.response.get_chunk")
+    return st.chunk, st.eof
+end
+
+--- Replace the piece of the body: the next plugins and the client get
+-- `data` instead ("" drops it).
+function response.set_chunk(data)
+    local st = body_state("moongate.response.set_chunk")
+    check_string("moongate.response.set_chunk", "data", data)
+    st.chunk = data
+end
+
+--- Add `data` after the piece of the body (at eof: at the end of the body).
+function response.append(data)
+    local st = body_state("moongate.response.append")
+    check_string("moongate.response.append", "data", data)
+    st.chunk = st.chunk .. data
+end
+
+--- Buffer the whole response body, up to max_bytes (default 1 MiB).
+-- Before the last piece: takes the piece (nothing goes on to the next
+-- plugins or the client) and returns nil. At the last piece: returns the
+-- whole body, which is then the piece passed on (replace it with
+-- set_chunk). Once the body is longer than max_bytes: returns nil, "body
+-- too large", passes on what it had held, and takes nothing more.
+function response.get_body(max_bytes)
+    local st = body_state("moongate.response.get_body")
+    max_bytes = max_bytes or 1048576
+    if type(max_bytes) ~= "number" or not (max_bytes >= 0) then
+        error("moongate.response.get_body: max_bytes must be a number >= 0", 2)
+    end
+    local buf = st.bufs[st.step]
+    if not buf then
+        buf = { parts = {}, size = 0 }
+        st.bufs[st.step] = buf
+    end
+    if buf.too_large then
+        return nil, "body too large"
+    end
+    if buf.body then
+        return buf.body
+    end
+    buf.size = buf.size + #st.chunk
+    buf.parts[#buf.parts + 1] = st.chunk
+    if buf.size > max_bytes then
+        buf.too_large = true
+        st.chunk = table.concat(buf.parts)
+        buf.parts = nil
+        return nil, "body too large"
+    end
+    if not st.eof then
+        st.chunk = ""
+        return nil
+    end
+    buf.body = table.concat(buf.parts)
+    buf.parts = nil
+    st.chunk = buf.body
+    return buf.body
 end
 
 -- ---- moongate.consumer ----

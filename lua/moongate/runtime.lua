@@ -7,16 +7,16 @@
 -- plugins directory or in a directory of `plugin_paths`. Its init.lua returns
 -- a table: name, version, priority (higher runs first), schema (see
 -- moongate.schema), and any of the phase functions rewrite, access,
--- header_filter and log, each called as fn(conf, ctx).
+-- header_filter, body_filter and log, each called as fn(conf, ctx).
 
 local schema = require "moongate.schema"
 local pdk = require "moongate"
 
 local M = {}
 
-local PHASES = { "rewrite", "access", "header_filter", "log" }
-local PHASE_BIT = { rewrite = 1, access = 1, header_filter = 2, log = 8 }
-local ACCESS, HEADER_FILTER, LOG = 1, 2, 8
+local PHASES = { "rewrite", "access", "header_filter", "body_filter", "log" }
+local PHASE_BIT = { rewrite = 1, access = 1, header_filter = 2, body_filter = 4, log = 8 }
+local ACCESS, HEADER_FILTER, BODY_FILTER, LOG = 1, 2, 4, 8
 
 -- The chains of the current config, by route index + 1.
 local chains = {}
@@ -311,9 +311,13 @@ end
 -- consumer's own, else the route's (a step with neither is skipped).
 -- Returns nil, "exit", or "error", message.
 local function run_steps(steps, phase, ctx)
+    local body = phase == "body_filter"
     for _, step in ipairs(steps) do
         local conf = pdk._consumer_conf(ctx, step.name) or step.conf
         local ok, err = true, nil
+        if body then
+            pdk._body_step(ctx, step.name)
+        end
         if conf then
             ok, err = xpcall(step.fn, traceback, conf, ctx)
         end
@@ -385,8 +389,9 @@ function M.run_timer(id)
 end
 
 --- Run a phase of a request (inside the coroutine the C core made for it).
--- phase is ACCESS (rewrite then access), HEADER_FILTER or LOG; ctx is the
--- request's table shared by its plugins. Returns nil when the chain ran
+-- phase is ACCESS (rewrite then access), HEADER_FILTER, BODY_FILTER (one
+-- piece of the response body, passed from plugin to plugin, then to the
+-- client) or LOG; ctx is the request's table shared by its plugins. Returns nil when the chain ran
 -- through, "exit" after moongate.response.exit, or "error", message.
 function M.run(route_index, phase, ctx)
     local chain = chains[route_index + 1]
@@ -399,6 +404,14 @@ function M.run(route_index, phase, ctx)
         return run_steps(chain.access, "access", ctx)
     elseif phase == HEADER_FILTER then
         return run_steps(chain.header_filter, "header_filter", ctx)
+    elseif phase == BODY_FILTER then
+        pdk._body_begin(ctx)
+        local what, msg = run_steps(chain.body_filter, "body_filter", ctx)
+        if what then
+            return what, msg
+        end
+        pdk._body_end(ctx)
+        return nil
     elseif phase == LOG then
         return run_steps(chain.log, "log", ctx)
     end
