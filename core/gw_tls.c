@@ -149,11 +149,27 @@ int gw_tls_conn_event(gw_conn_t *c, int *revents)
         }
         c->tls_flags &= (uint8_t) ~(GW_TLS_READ_WANTS_WRITE | GW_TLS_ADDED_WRITE);
     }
-    if ((f & GW_TLS_WRITE_WANTS_READ) && (*revents & EV_READ)) {
-        *revents |= EV_WRITE;
-        c->tls_flags &= (uint8_t)~GW_TLS_WRITE_WANTS_READ;
+    if (f & GW_TLS_WRITE_WANTS_READ) {
+        if (*revents & EV_READ) {
+            /* The write can go on: the HTTP code sets its interest again. */
+            *revents |= EV_WRITE;
+            c->tls_flags &= (uint8_t)~GW_TLS_WRITE_WANTS_READ;
+        } else if (*revents & EV_WRITE) {
+            /* Writable is not what the write waits for: wait for readable. */
+            *revents &= ~EV_WRITE;
+            gw_io_set(c->w->loop, &c->io, (c->io.events & ~EV_WRITE) | EV_READ);
+        }
     }
     return GW_OK;
+}
+
+void gw_tls_conn_timeout(gw_conn_t *c)
+{
+    if (!(c->tls_flags & GW_TLS_DONE)) {
+        char peer[64];
+        gw_log_info("TLS handshake with %s timed out", gw_tls_peer(c, peer, sizeof peer));
+        c->tls_flags |= GW_TLS_FAILED;
+    }
 }
 
 void gw_tls_conn_kick(gw_conn_t *c)
