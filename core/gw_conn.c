@@ -1213,8 +1213,8 @@ static void gw_conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     gw_conn_t *c = t->data;
     switch (c->state) {
     case GW_CONN_IDLE:
-        if (c->ssl && c->requests == 0 && !c->in)
-            gw_log_info("closing client connection: TLS handshake or first request timeout");
+        if (c->ssl)
+            gw_tls_conn_timeout(c);
         gw_conn_close(c);
         break;
     case GW_CONN_HEAD:

@@ -23,6 +23,7 @@ enum {
     GW_TLS_ADDED_WRITE = 8,      /* EV_WRITE was added for a read, not by the HTTP code */
     GW_TLS_FAILED = 16,          /* a fatal error: no close_notify */
     GW_TLS_PEEKED = 32,          /* the first byte was checked for plain HTTP */
+    GW_TLS_REMOVED_READ = 64,    /* EV_READ was taken off while a read waits to write */
 };
 
 static const char *gw_tls_peer(gw_conn_t *c, char *buf, size_t size)
@@ -142,18 +143,43 @@ int gw_tls_conn_event(gw_conn_t *c, int *revents)
         return gw_tls_handshake(c, revents);
     uint8_t f = c->tls_flags;
     if ((f & GW_TLS_READ_WANTS_WRITE) && (*revents & EV_WRITE)) {
+        /* The read can go on: give the HTTP code back its own interest. */
         *revents |= EV_READ;
+        int events = c->io.events | ((f & GW_TLS_REMOVED_READ) ? EV_READ : 0);
         if (f & GW_TLS_ADDED_WRITE) {
             *revents &= ~EV_WRITE;
-            gw_io_set(c->w->loop, &c->io, c->io.events & ~EV_WRITE);
+            events &= ~EV_WRITE;
         }
-        c->tls_flags &= (uint8_t) ~(GW_TLS_READ_WANTS_WRITE | GW_TLS_ADDED_WRITE);
+        gw_io_set(c->w->loop, &c->io, events);
+        c->tls_flags &=
+            (uint8_t) ~(GW_TLS_READ_WANTS_WRITE | GW_TLS_ADDED_WRITE | GW_TLS_REMOVED_READ);
+    } else if ((f & GW_TLS_READ_WANTS_WRITE) && (*revents & EV_READ)) {
+        /* Readable is not what the read waits for: wait for writable only. */
+        *revents &= ~EV_READ;
+        c->tls_flags |= GW_TLS_REMOVED_READ;
+        gw_io_set(c->w->loop, &c->io, (c->io.events & ~EV_READ) | EV_WRITE);
     }
-    if ((f & GW_TLS_WRITE_WANTS_READ) && (*revents & EV_READ)) {
-        *revents |= EV_WRITE;
-        c->tls_flags &= (uint8_t)~GW_TLS_WRITE_WANTS_READ;
+    if (f & GW_TLS_WRITE_WANTS_READ) {
+        if (*revents & EV_READ) {
+            /* The write can go on: the HTTP code sets its interest again. */
+            *revents |= EV_WRITE;
+            c->tls_flags &= (uint8_t)~GW_TLS_WRITE_WANTS_READ;
+        } else if (*revents & EV_WRITE) {
+            /* Writable is not what the write waits for: wait for readable. */
+            *revents &= ~EV_WRITE;
+            gw_io_set(c->w->loop, &c->io, (c->io.events & ~EV_WRITE) | EV_READ);
+        }
     }
     return GW_OK;
+}
+
+void gw_tls_conn_timeout(gw_conn_t *c)
+{
+    if (!(c->tls_flags & GW_TLS_DONE)) {
+        char peer[64];
+        gw_log_info("TLS handshake with %s timed out", gw_tls_peer(c, peer, sizeof peer));
+        c->tls_flags |= GW_TLS_FAILED;
+    }
 }
 
 void gw_tls_conn_kick(gw_conn_t *c)

@@ -38,6 +38,10 @@ int gw_tls_conn_start(gw_conn_t *c, gw_tls_conf_t *t);
  */
 int gw_tls_conn_event(gw_conn_t *c, int *revents);
 
+/* c's idle timer expired (it is closed next): log a handshake that did not
+ * finish in time. */
+void gw_tls_conn_timeout(gw_conn_t *c);
+
 /* Whether decrypted bytes wait inside OpenSSL: if so, feed c a read event. */
 void gw_tls_conn_kick(gw_conn_t *c);
 

@@ -200,11 +200,8 @@ struct gw_req_s {
     double to_connect, to_send, to_read;
     int retries; /* with retries_set */
     bool retries_set;
-    bool tls;                    /* came over a TLS listener */
-    struct x509_st *client_cert; /* the client's certificate (a reference), or NULL */
-    long client_verify;          /* its verification result (X509_V_OK...) */
-    bool body_waiting;           /* a plugin waits for the whole request body */
-    char *body_copy;             /* the decoded body, for moongate.request.get_body */
+    bool body_waiting; /* a plugin waits for the whole request body */
+    char *body_copy;   /* the decoded body, for moongate.request.get_body */
     size_t body_copy_len;
     gw_buf_t *held_in; /* the request head, kept for the log phase */
     int timer_id;      /* the moongate.timer this task runs, or 0 */
@@ -228,6 +225,10 @@ struct gw_req_s {
     char *direct_host;
     uint16_t direct_port;
     bool direct_owned; /* r->target is this request's own (not cached) */
+    /* TLS (gw_tls.c): kept with the request for every phase, log included. */
+    bool tls;                    /* came over a TLS listener */
+    struct x509_st *client_cert; /* the client's certificate (a reference), or NULL */
+    long client_verify;          /* its verification result (X509_V_OK...) */
 };
 
 typedef enum {

@@ -118,7 +118,7 @@ describe("tls: termination", function()
         assert.equal("closed", err)
         assert.truthy(took >= 0.8 and took < 3, "closed after " .. took .. " s")
         helpers.wait_until(function()
-            return gw:error_log():find("TLS handshake or first request timeout", 1, true)
+            return gw:error_log():find("TLS handshake with 127.0.0.1 timed out", 1, true)
         end, 5, "the timeout in the error log")
     end)
 

@@ -42,7 +42,7 @@ local function resume(gw, port, proto, n, extra)
 end
 
 describe("tls: sessions and OCSP", function()
-    local pki, gw, port, port_nt, ocsp
+    local pki, gw, cfg, port, port_nt, ocsp
 
     lazy_setup(function()
         pki = tls.pki()
@@ -50,7 +50,7 @@ describe("tls: sessions and OCSP", function()
         local up = helpers.start_upstream { name = "up" }
         port, port_nt = helpers.free_port(), helpers.free_port()
         local logdir = helpers.tmpdir()
-        gw = helpers.start_gateway {
+        cfg = {
             workers = 2,
             error_log = { path = logdir .. "/error.log", level = "debug" },
             listen = {
@@ -69,6 +69,7 @@ describe("tls: sessions and OCSP", function()
             upstreams = { u = { targets = { up:address() } } },
             routes = { { name = "r", paths = { "/" }, upstream = "u" } },
         }
+        gw = helpers.start_gateway(cfg)
         helpers.wait_for_port(port_nt, 10)
     end)
 
@@ -100,6 +101,30 @@ describe("tls: sessions and OCSP", function()
         assert.truthy(out:find("Cert Status: good", 1, true), out)
         out = tls.s_client(port, { "-servername", "x.wild.test", "-status" })
         assert.truthy(out:find("OCSP response: no response sent", 1, true), out)
+    end)
+
+    it("resumes a session made before a reload: the ticket keys outlive workers", function()
+        local sess = helpers.tmpdir() .. "/session.pem"
+        local out = tls.s_client(port, { "-servername", "example.test", "-sess_out", sess })
+        assert.truthy(out:find("New, TLSv1.3", 1, true), out)
+        local old = gw:worker_pids()
+        gw:reload(cfg)
+        helpers.wait_until(function()
+            local pids = gw:worker_pids()
+            if #pids ~= 2 then
+                return false
+            end
+            for _, pid in ipairs(pids) do
+                for _, o in ipairs(old) do
+                    if pid == o then
+                        return false
+                    end
+                end
+            end
+            return true
+        end, 15, "two new workers")
+        out = tls.s_client(port, { "-servername", "example.test", "-sess_in", sess })
+        assert.truthy(out:find("Reused, TLSv1.3", 1, true), out)
     end)
 end)
 
