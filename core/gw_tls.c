@@ -184,7 +184,7 @@ void gw_tls_conn_timeout(gw_conn_t *c)
 
 void gw_tls_conn_kick(gw_conn_t *c)
 {
-    if (c->ssl && (c->tls_flags & GW_TLS_DONE) && SSL_pending(c->ssl) > 0)
+    if (c->ssl && (c->tls_flags & GW_TLS_DONE) && SSL_has_pending(c->ssl))
         ev_feed_event(c->w->loop, &c->io, EV_READ);
 }
 
@@ -236,7 +236,7 @@ ssize_t gw_tls_recv(gw_conn_t *c, void *buf, size_t len)
     ERR_clear_error();
     int rc = SSL_read_ex(c->ssl, buf, len, &got);
     if (rc == 1) {
-        if (SSL_pending(c->ssl) > 0)
+        if (SSL_has_pending(c->ssl))
             ev_feed_event(c->w->loop, &c->io, EV_READ);
         return (ssize_t)got;
     }

@@ -265,6 +265,10 @@ static SSL_CTX *gw_tls_ctx_new(gw_cnode_ctx_t *c, const gw_cnode_t *n, gw_tls_co
                                  SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Read whole socket buffers, not a record header then its body: one
+     * read(2) per request instead of two. Bytes read ahead count as
+     * pending for gw_tls_conn_kick (SSL_has_pending). */
+    SSL_CTX_set_read_ahead(ctx, 1);
     if (SSL_CTX_set_cipher_list(ctx, t->ciphers) != 1 && report) {
         const gw_cnode_t *v = gw_cnode_get(n, "ciphers");
         gw_cnode_report_key(c, v ? v->line : n->line, "ciphers", "no usable cipher in the list");
