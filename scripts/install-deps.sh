@@ -5,7 +5,7 @@ set -euo pipefail
 
 build=(build-essential cmake pkg-config libev-dev node-llhttp luajit2 libluajit2-5.1-dev
        libssl-dev lua-cjson lua-cjson-dev libhiredis-dev libyaml-dev libpcre2-dev)
-test=(lua-busted lua-socket redis-server curl openssl ca-certificates socat)
+test=(lua-busted lua-socket lua-check redis-server curl openssl ca-certificates socat)
 bench=(nginx-extras libnginx-mod-http-lua haproxy wrk)
 
 want=("${build[@]}")

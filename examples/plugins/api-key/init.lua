@@ -113,7 +113,7 @@ return {
         end
     end,
 
-    log = function(conf, ctx)
+    log = function(_, ctx)
         if ctx.consumer then
             moongate.log.debug("api-key: consumer ", ctx.consumer, " got ",
                 moongate.response.get_status())
