@@ -72,6 +72,16 @@ function ws_client.frame(opcode, payload, fin)
     return head .. mask .. mask_payload(mask, payload)
 end
 
+--- n bytes of every byte value in turn (0, 1, ..., 255, 0, ...): a binary
+-- payload whose corruption anywhere shows.
+function ws_client.binary_string(n)
+    local bytes = {}
+    for i = 1, 256 do
+        bytes[i] = string.char(i - 1)
+    end
+    return table.concat(bytes):rep(math.ceil(n / 256)):sub(1, n)
+end
+
 --- Open a WebSocket through `port`. opts: path ("/ws"), host, headers
 -- (added to the handshake's), early (bytes sent in the same write as the
 -- request, e.g. a first frame), timeout (seconds per socket operation).

@@ -5,15 +5,6 @@
 local helpers = require "spec.helpers"
 local ws_client = require "spec.ws_client"
 
-local function binary_string(n)
-    local bytes = {}
-    for i = 1, 256 do
-        bytes[i] = string.char(i - 1)
-    end
-    local unit = table.concat(bytes)
-    return unit:rep(math.ceil(n / 256)):sub(1, n)
-end
-
 -- Bytes of a response head, from the lines the HTTP client read (without
 -- their CRLF).
 local function head_bytes(res)
@@ -79,7 +70,7 @@ describe("websocket tunnels", function()
                 assert.equal(#text, #data)
                 assert.is_true(text == data, "text echo of " .. n .. " bytes differs")
 
-                local bin = binary_string(n)
+                local bin = ws_client.binary_string(n)
                 assert(ws:send_binary(bin))
                 kind, data = ws:receive()
                 assert.equal("binary", kind)
@@ -327,7 +318,7 @@ describe("websocket tunnels", function()
     it("closes the upstream side when the client goes away mid-tunnel", function()
         local before = up:stats().ws_total
         local ws = open()
-        assert(ws:send_binary(binary_string(1000)))
+        assert(ws:send_binary(ws_client.binary_string(1000)))
         assert.equal(1000, #select(2, ws:receive()))
         local metrics = assert(helpers.http(gw.status_port, { path = "/metrics" }))
         assert.equal(1, helpers.metric_value(metrics.body, "moongate_open_tunnels"))

@@ -5,14 +5,6 @@ local helpers = require "spec.helpers"
 local tls = require "spec.tls_helpers"
 local ws_client = require "spec.ws_client"
 
-local function binary_string(n)
-    local bytes = {}
-    for i = 1, 256 do
-        bytes[i] = string.char(i - 1)
-    end
-    return table.concat(bytes):rep(math.ceil(n / 256)):sub(1, n)
-end
-
 describe("websocket tunnels over TLS", function()
     local gw, bridge
 
@@ -34,7 +26,7 @@ describe("websocket tunnels over TLS", function()
     it("echoes messages of several sizes, then closes cleanly", function()
         local ws = assert(ws_client.connect(bridge.port, { host = "example.test" }))
         for _, n in ipairs { 0, 125, 126, 65535, 65536, 1024 * 1024 } do
-            local msg = binary_string(n)
+            local msg = ws_client.binary_string(n)
             assert(ws:send_binary(msg))
             local kind, data = ws:receive()
             assert.equal("binary", kind, tostring(data))

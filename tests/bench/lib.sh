@@ -455,3 +455,19 @@ unclean_reason() {
         printf '%s had errors; ' "$1"
     fi
 }
+
+# results_table WIDTH: the results header and one row per target of
+# TARGETS (req/s, p50, p99, CPU us/req, errors), or why a target was
+# skipped; WIDTH is the width of the target column.
+results_table() {
+    local w=$1 t
+    printf "%-${w}s %10s %9s %9s %12s %8s\n" target "req/s" "p50 ms" "p99 ms" "CPU us/req" errors
+    for t in "${TARGETS[@]}"; do
+        if [[ -n ${RPS[$t]:-} ]]; then
+            printf "%-${w}s %10s %9s %9s %12s %8s\n" "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
+                "${CPU_US[$t]}" "${ERRORS[$t]}"
+        else
+            printf "%-${w}s %s\n" "$t" "skipped: ${SKIPPED[$t]:-not run}"
+        fi
+    done
+}

@@ -106,14 +106,7 @@ report() {
     local t reason
     say ""
     say "== Results: 1 worker each, wrk -t1 -c$CONNECTIONS -d${DURATION}s, 13-byte body, $(nproc) cores shared by wrk, upstream and proxy"
-    printf '%-10s %10s %9s %9s %12s %8s\n' target "req/s" "p50 ms" "p99 ms" "CPU us/req" errors
-    for t in "${TARGETS[@]}"; do
-        if [[ -n ${RPS[$t]:-} ]]; then
-            printf '%-10s %10s %9s %9s %12s %8s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU_US[$t]}" "${ERRORS[$t]}"
-        else
-            printf '%-10s %s\n' "$t" "skipped: ${SKIPPED[$t]:-not run}"
-        fi
-    done
+    results_table 10
     say "(upstream = nginx queried directly; its CPU column is the upstream's own CPU)"
     for t in "${TARGETS[@]}"; do
         if [[ -n ${ERRORS[$t]:-} && ${ERRORS[$t]} != 0 ]]; then

@@ -70,17 +70,10 @@ bench_tls() {
 }
 
 report() {
-    local t pair
+    local pair
     say ""
     say "== Results: 1 worker each, wrk -t1 -c$CONNECTIONS -d${DURATION}s over https, ECDSA P-256, $(nproc) cores shared by wrk, upstream and server"
-    printf '%-13s %10s %9s %9s %12s %8s\n' target "req/s" "p50 ms" "p99 ms" "CPU us/req" errors
-    for t in "${TARGETS[@]}"; do
-        if [[ -n ${RPS[$t]:-} ]]; then
-            printf '%-13s %10s %9s %9s %12s %8s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU_US[$t]}" "${ERRORS[$t]}"
-        else
-            printf '%-13s %s\n' "$t" "skipped: ${SKIPPED[$t]:-not run}"
-        fi
-    done
+    results_table 13
     say "(-ka: keep-alive; -hs: Connection: close, one full TLS handshake per request)"
     say "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
     say ""
