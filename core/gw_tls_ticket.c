@@ -107,6 +107,8 @@ static int gw_ticket_use(const gw_ticket_key_t *k, unsigned char *iv, EVP_CIPHER
  * Encrypting: the current key, a fresh IV; 1, or 0 (no ticket) without
  * keys. Decrypting: 1 with the current key, 2 with the previous one (the
  * client gets a new ticket), 0 for an unknown key name (full handshake).
+ * A TLS 1.3 resumption always gets 2: clients use a TLS 1.3 ticket once,
+ * so without a new one their next connection is a full handshake.
  */
 int gw_tls_ticket_cb(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *ectx,
                      EVP_MAC_CTX *hctx, int enc)
@@ -123,6 +125,8 @@ int gw_tls_ticket_cb(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPH
             rc = gw_ticket_use(&cur, iv, ectx, hctx, 1);
     } else if (memcmp(name, cur.name, sizeof cur.name) == 0) {
         rc = gw_ticket_use(&cur, iv, ectx, hctx, 0);
+        if (rc == 1 && SSL_version(s) >= TLS1_3_VERSION)
+            rc = 2;
     } else if (memcmp(name, prev.name, sizeof prev.name) == 0) {
         rc = gw_ticket_use(&prev, iv, ectx, hctx, 0);
         rc = rc == 1 ? 2 : rc;

@@ -81,6 +81,24 @@ describe("tls: sessions and OCSP", function()
         end
     end)
 
+    it("answers a TLS 1.3 resumption with a new ticket, so a client resumes again and again", function()
+        -- Each connection saves the session it ends with and the next one
+        -- offers it: only a fresh ticket on every resumption keeps the
+        -- chain resumed (clients use a TLS 1.3 ticket once).
+        local dir = helpers.tmpdir()
+        local sess = dir .. "/s0.pem"
+        tls.s_client(port, { "-servername", "example.test", "-tls1_3", "-sess_out", sess })
+        for i = 1, 4 do
+            local next_sess = dir .. "/s" .. i .. ".pem"
+            local out = tls.s_client(port, { "-servername", "example.test", "-tls1_3",
+                "-sess_in", sess, "-sess_out", next_sess })
+            assert.truthy(out:find("Reused, TLSv1.3", 1, true), "connection " .. i .. ": " .. out)
+            assert.truthy(out:find("Post-Handshake New Session Ticket arrived", 1, true),
+                "connection " .. i .. " got no new ticket: " .. out)
+            sess = next_sess
+        end
+    end)
+
     it("resumes TLS 1.2 sessions with tickets on every worker", function()
         for i, out in ipairs(resume(gw, port, "TLSv1.2", 6, { "-tls1_2" })) do
             assert.truthy(out:find("Reused, TLSv1.2", 1, true), "connection " .. i .. ": " .. out)
