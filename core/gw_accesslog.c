@@ -182,6 +182,10 @@ void gw_accesslog_write(const gw_access_entry_t *e)
     gw_al_string(e->request_id);
     GW_AL_LIT(",\"client\":");
     gw_al_string(e->client);
+    if (e->tls)
+        GW_AL_LIT(",\"scheme\":\"https\"");
+    else
+        GW_AL_LIT(",\"scheme\":\"http\"");
     GW_AL_LIT(",\"method\":");
     gw_al_string(e->method);
     GW_AL_LIT(",\"path\":");

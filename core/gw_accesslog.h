@@ -2,7 +2,7 @@
  * The access log: one JSON object per line per finished request, e.g.
  *
  *   {"time":"2026-11-22T10:00:00.123Z","request_id":"..","client":"127.0.0.1",
- *    "method":"GET","path":"/x?y=1","route":"r","upstream":"127.0.0.1:9001",
+ *    "scheme":"https","method":"GET","path":"/x?y=1","route":"r","upstream":"127.0.0.1:9001",
  *    "status":200,"bytes_sent":123,"bytes_received":80,"request_time":0.0012,
  *    "upstream_time":0.0010}
  *
@@ -19,6 +19,7 @@
 typedef struct {
     double time; /* wall clock, seconds since the epoch (UTC) */
     gw_str_t request_id, client, method, path;
+    bool tls;                 /* came over a TLS listener: "scheme":"https", else "http" */
     gw_str_t route, upstream; /* empty: null in the log */
     int status;
     uint64_t bytes_sent;

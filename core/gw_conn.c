@@ -301,6 +301,7 @@ static void gw_conn_log(gw_conn_t *c, gw_req_t *r)
         .time = gw_wall_now(),
         .request_id = {r->request_id, strlen(r->request_id)},
         .client = {client, clen},
+        .tls = c->ssl != NULL,
         .method = r->method,
         .path = r->url,
         .route = r->match.route ? (gw_str_t){r->match.route->name, strlen(r->match.route->name)}

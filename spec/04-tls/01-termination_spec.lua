@@ -39,6 +39,15 @@ describe("tls: termination", function()
         assert.equal(200, res.status)
         assert.equal("https", helpers.echo_header(res.json, "X-Forwarded-Proto"))
         assert.equal("example.test:" .. port, helpers.echo_header(res.json, "Host"))
+        local id = helpers.echo_header(res.json, "X-Request-Id")
+        local line = helpers.wait_until(function()
+            for _, l in ipairs(gw:access_log()) do
+                if l.request_id == id then
+                    return l
+                end
+            end
+        end, 3, "the request's access log line")
+        assert.equal("https", line.scheme)
     end)
 
     it("keeps a TLS connection alive across requests", function()

@@ -47,6 +47,7 @@ static gw_access_entry_t sample(void)
         .time = T0 + 0.123,
         .request_id = GW_STR("4bf92f3577b34da6"),
         .client = GW_STR("127.0.0.1"),
+        .tls = true,
         .method = GW_STR("GET"),
         .path = GW_STR("/x?y=1"),
         .route = GW_STR("r"),
@@ -70,11 +71,12 @@ static void test_line(void)
     free(s);
     gw_accesslog_flush();
     s = slurp();
-    CHECK_STR(s, "{\"time\":\"2026-11-22T10:00:00.123Z\",\"request_id\":\"4bf92f3577b34da6\","
-                 "\"client\":\"127.0.0.1\",\"method\":\"GET\",\"path\":\"/x?y=1\","
-                 "\"route\":\"r\",\"upstream\":\"127.0.0.1:9001\",\"status\":200,"
-                 "\"bytes_sent\":123,\"bytes_received\":80,\"request_time\":0.0012,"
-                 "\"upstream_time\":0.0010}\n");
+    CHECK_STR(
+        s, "{\"time\":\"2026-11-22T10:00:00.123Z\",\"request_id\":\"4bf92f3577b34da6\","
+           "\"client\":\"127.0.0.1\",\"scheme\":\"https\",\"method\":\"GET\",\"path\":\"/x?y=1\","
+           "\"route\":\"r\",\"upstream\":\"127.0.0.1:9001\",\"status\":200,"
+           "\"bytes_sent\":123,\"bytes_received\":80,\"request_time\":0.0012,"
+           "\"upstream_time\":0.0010}\n");
     free(s);
     done_temp();
 }
@@ -99,14 +101,16 @@ static void test_nulls_and_numbers(void)
     gw_accesslog_write(&e);
     gw_accesslog_flush();
     char *s = slurp();
-    CHECK_STR(s, "{\"time\":\"2026-11-22T10:00:01.999Z\",\"request_id\":\"\",\"client\":\"\","
-                 "\"method\":\"POST\",\"path\":\"/\",\"route\":null,\"upstream\":null,"
-                 "\"status\":404,\"bytes_sent\":18446744073709551615,\"bytes_received\":0,"
-                 "\"request_time\":12.3457,\"upstream_time\":null}\n"
-                 "{\"time\":\"1999-12-31T23:59:59.000Z\",\"request_id\":\"\",\"client\":\"\","
-                 "\"method\":\"POST\",\"path\":\"/\",\"route\":null,\"upstream\":null,"
-                 "\"status\":404,\"bytes_sent\":0,\"bytes_received\":0,"
-                 "\"request_time\":0.0000,\"upstream_time\":0.0000}\n");
+    CHECK_STR(
+        s,
+        "{\"time\":\"2026-11-22T10:00:01.999Z\",\"request_id\":\"\",\"client\":\"\","
+        "\"scheme\":\"http\",\"method\":\"POST\",\"path\":\"/\",\"route\":null,\"upstream\":null,"
+        "\"status\":404,\"bytes_sent\":18446744073709551615,\"bytes_received\":0,"
+        "\"request_time\":12.3457,\"upstream_time\":null}\n"
+        "{\"time\":\"1999-12-31T23:59:59.000Z\",\"request_id\":\"\",\"client\":\"\","
+        "\"scheme\":\"http\",\"method\":\"POST\",\"path\":\"/\",\"route\":null,\"upstream\":null,"
+        "\"status\":404,\"bytes_sent\":0,\"bytes_received\":0,"
+        "\"request_time\":0.0000,\"upstream_time\":0.0000}\n");
     free(s);
     done_temp();
 }
