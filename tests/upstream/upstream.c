@@ -854,8 +854,8 @@ static void gwt_conn_close(gwt_conn_t *c)
         for (int i = 0; i < 16 && gwt_tls_recv(c->tls, c->fd, drain, sizeof drain) > 0; i++)
             ;
     }
-    gwt_tls_free(c->tls);
-    if (c->fd >= 0) /* -1: handed over to the WebSocket echo */
+    gwt_tls_free(c->tls); /* NULL: plain, or handed over with fd */
+    if (c->fd >= 0)       /* -1: handed over to the WebSocket echo */
         close(c->fd);
     if (c->prev)
         c->prev->next = c->next;
@@ -923,10 +923,11 @@ static void gwt_conn_run(gwt_conn_t *c)
         bool flushed = rc == GWT_OK && gwt_buf_pending(&c->out) == 0;
         if (c->state == GWT_WS) {
             char hello[8];
-            gwt_ws_adopt(c->srv->loop, c->fd, c->ws_accept,
+            gwt_ws_adopt(c->srv->loop, c->fd, c->tls, c->ws_accept,
                          gwt_query_get(c, "hello", hello, sizeof hello), c->out.data + c->out.off,
                          gwt_buf_pending(&c->out), c->in + c->in_off, c->in_len - c->in_off);
-            c->fd = -1;
+            c->fd = -1; /* both now the echo's */
+            c->tls = NULL;
             gwt_conn_close(c);
             return;
         }

@@ -76,8 +76,10 @@ gwt_tls_t *gwt_tls_new(int fd)
     return tls;
 }
 
-/* Map a failed SSL_read_ex/SSL_write_ex to the recv/send contract. */
-static ssize_t gwt_tls_error(gwt_tls_t *tls)
+/* Map a failed SSL_read_ex (write: false) or SSL_write_ex to the recv/send
+ * contract. A write after the peer's close_notify that fails is EPIPE, not
+ * 0, so that a sender never loops on it. */
+static ssize_t gwt_tls_error(gwt_tls_t *tls, bool write)
 {
     int e = SSL_get_error(tls->ssl, 0);
     ERR_clear_error();
@@ -85,10 +87,10 @@ static ssize_t gwt_tls_error(gwt_tls_t *tls)
         errno = EAGAIN;
         return -1;
     }
-    if (e == SSL_ERROR_ZERO_RETURN)
+    if (e == SSL_ERROR_ZERO_RETURN && !write)
         return 0;
     SSL_set_quiet_shutdown(tls->ssl, 1);
-    errno = ECONNRESET;
+    errno = e == SSL_ERROR_ZERO_RETURN ? EPIPE : ECONNRESET;
     return -1;
 }
 
@@ -100,7 +102,7 @@ ssize_t gwt_tls_recv(gwt_tls_t *tls, int fd, void *buf, size_t len)
     ERR_clear_error();
     if (SSL_read_ex(tls->ssl, buf, len, &n) == 1)
         return (ssize_t)n;
-    return gwt_tls_error(tls);
+    return gwt_tls_error(tls, false);
 }
 
 ssize_t gwt_tls_send(gwt_tls_t *tls, int fd, const void *buf, size_t len)
@@ -111,7 +113,7 @@ ssize_t gwt_tls_send(gwt_tls_t *tls, int fd, const void *buf, size_t len)
     ERR_clear_error();
     if (SSL_write_ex(tls->ssl, buf, len, &n) == 1)
         return (ssize_t)n;
-    return gwt_tls_error(tls);
+    return gwt_tls_error(tls, true);
 }
 
 bool gwt_tls_pending(gwt_tls_t *tls)
