@@ -4,6 +4,7 @@
 #include "gw_tls.h"
 #include "gw_tls_upstream.h"
 
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include <errno.h>
@@ -56,17 +57,36 @@ ssize_t gw_upconn_sendv(gw_upconn_t *uc, const struct iovec *iov, int n)
     return gw_io_writev(uc->fd, iov, n);
 }
 
+/*
+ * Send a TLS connection's close_notify. GW_AGAIN while the socket is full:
+ * call again once it is writable, and OpenSSL goes on with the alert it
+ * holds. GW_OK once it is out, and also after a TLS error (the TCP
+ * half-close then ends the stream without it).
+ */
+static int gw_io_close_notify(SSL *ssl)
+{
+    ERR_clear_error();
+    int rc = SSL_shutdown(ssl);
+    if (rc < 0 && SSL_get_error(ssl, rc) == SSL_ERROR_WANT_WRITE)
+        return GW_AGAIN;
+    return GW_OK;
+}
+
 int gw_conn_shutdown(gw_conn_t *c)
 {
-    if (c->ssl)
-        SSL_shutdown(c->ssl); /* close_notify before the TCP half-close */
+    if (c->ssl && gw_io_close_notify(c->ssl) == GW_AGAIN) {
+        errno = EAGAIN;
+        return -1;
+    }
     return shutdown(c->fd, SHUT_WR);
 }
 
 int gw_upconn_shutdown(gw_upconn_t *uc)
 {
-    if (uc->ssl)
-        SSL_shutdown(uc->ssl); /* close_notify before the TCP half-close */
+    if (uc->ssl && gw_io_close_notify(uc->ssl) == GW_AGAIN) {
+        errno = EAGAIN;
+        return -1;
+    }
     return shutdown(uc->fd, SHUT_WR);
 }
 

@@ -22,7 +22,9 @@ ssize_t gw_upconn_recv(gw_upconn_t *uc, void *buf, size_t len);
 ssize_t gw_upconn_sendv(gw_upconn_t *uc, const struct iovec *iov, int n);
 
 /* End the writing direction of the stream (a half-close: the peer reads an
- * end of stream, reading goes on). 0, or -1 with errno set. */
+ * end of stream, reading goes on; over TLS, a close_notify first). 0, or -1
+ * with errno set: EAGAIN when the socket is full (call again once it is
+ * writable). */
 int gw_conn_shutdown(gw_conn_t *c);
 int gw_upconn_shutdown(gw_upconn_t *uc);
 

@@ -152,9 +152,12 @@ static int gw_pipe_flush(gw_tunnel_t *t, gw_pipe_t *p)
     if (n == 0) {
         if (!p->eof || p->shut)
             return GW_PIPE_IDLE;
-        p->shut = true;
-        if ((to_client ? gw_conn_shutdown(r->c) : gw_upconn_shutdown(r->uc)) != 0)
+        if ((to_client ? gw_conn_shutdown(r->c) : gw_upconn_shutdown(r->uc)) != 0) {
+            if (errno == EAGAIN)
+                return GW_PIPE_BLOCKED; /* close_notify waits for room; still watched */
             gw_log_debug("tunnel %s: shutdown failed: %s", r->request_id, strerror(errno));
+        }
+        p->shut = true;
         return GW_PIPE_MOVED;
     }
     ssize_t wr = to_client ? gw_conn_sendv(r->c, iov, n) : gw_upconn_sendv(r->uc, iov, n);
