@@ -1,6 +1,7 @@
 -- moongate.http with https:// URLs: certificate and host name checks, the
--- ssl_ca and ssl_verify options, pooled TLS connections, parallel calls
--- and the connect timeout covering the handshake.
+-- ssl_ca and ssl_verify options, pooled TLS connections (and session
+-- tickets arriving while idle), large bodies both ways, parallel calls and
+-- the connect timeout covering the handshake.
 local helpers = require "spec.helpers"
 local certs = require "spec.05-upstream-tls.certs"
 local socket = require "socket"
@@ -42,12 +43,13 @@ local function make_other_name_cert(c)
 end
 
 describe("plugins: moongate.http over https", function()
-    local c, up, other, gw, silent
+    local c, up, other, plain, gw, silent
 
     lazy_setup(function()
         c = certs.make()
         up = certs.start_upstream(c)
         other = certs.start_upstream(make_other_name_cert(c), { name = "other" })
+        plain = helpers.start_upstream { name = "plain" }
         -- Accepts connections (the kernel does) and never answers.
         silent = assert(socket.bind("127.0.0.1", 0, 16))
         gw = helpers.start_gateway {
@@ -111,6 +113,19 @@ describe("plugins: moongate.http over https", function()
         assert.equal(a.requests_on_conn + 1, b.requests_on_conn)
     end)
 
+    it("sends large request bodies and reads large responses over TLS", function()
+        local base = "https://127.0.0.1:" .. up.port
+        local r = one(gw, { url = base .. "/sink", method = "POST", send = 2000000, ca = c.ca })
+        assert.is_nil(r.error)
+        assert.equal(2000000, helpers.json_decode(r.body).body_length)
+        r = one(gw, { url = base .. "/bytes?n=3000000", ca = c.ca, size_only = 1 })
+        assert.is_nil(r.error)
+        assert.equal(200, r.status)
+        assert.equal(3000000, r.body_length)
+        r = one(gw, { url = base .. "/bytes?n=100000&chunked=1", ca = c.ca, size_only = 1 })
+        assert.equal(100000, r.body_length)
+    end)
+
     it("refuses a certificate the system's CAs did not sign", function()
         local r = one(gw, { url = "https://localhost:" .. up.port .. "/echo" })
         assert.is_nil(r.status)
@@ -133,6 +148,12 @@ describe("plugins: moongate.http over https", function()
         assert.is_nil(r.error)
         assert.equal(200, r.status)
         assert.equal("other", r.headers["x-upstream"])
+    end)
+
+    it("fails the handshake with a server that does not speak TLS", function()
+        local r = one(gw, { url = "https://127.0.0.1:" .. plain.port .. "/echo", verify = "false" })
+        assert.is_nil(r.status)
+        assert.equal("tls handshake failed: wrong version number", r.error)
     end)
 
     it("fails the call when ssl_ca cannot be loaded", function()
