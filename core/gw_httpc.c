@@ -10,12 +10,23 @@
  * or was closed and the call was unlinked from the client, so the callback
  * may start new requests, release the call or free the client.
  *
+ * An https:// call adds a HANDSHAKE phase after CONNECT, under the same
+ * deadline (the connect timeout covers the TCP connect and the TLS
+ * handshake); its bytes then go through the connection's SSL object
+ * (gw_httpc_tls.c), whose wants (a read waiting for writability or the
+ * reverse) decide the events watched.
+ *
  * Hosts are kept in a list with their cached address and their pool of
- * idle connections. An idle connection is watched for readability: the
- * peer closing it (or sending anything unasked) drops it from the pool.
+ * idle connections; the key is the host, the port and the TLS settings
+ * (TLS or not, verification, CA file), so a connection is only reused by
+ * calls that would have accepted its handshake. An idle connection is
+ * watched for readability: the peer closing it (or sending anything
+ * unasked) drops it from the pool; on TLS, records that carry no data
+ * (session tickets) are consumed and keep it.
  */
 #include "gw_httpc.h"
 #include "gw_core.h"
+#include "gw_httpc_tls.h"
 #include "gw_net.h"
 
 #include <errno.h>
@@ -27,7 +38,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-const char gw_httpc_error_https[] = "https is not supported yet";
+const char gw_httpc_error_tls[] = "tls handshake failed";
 const char gw_httpc_error_resolve[] = "resolve failed";
 const char gw_httpc_error_refused[] = "connection refused";
 const char gw_httpc_error_connect[] = "connect failed";
@@ -52,14 +63,19 @@ const char gw_httpc_error_too_large[] = "response too large";
 typedef struct gw_httpc_host_s gw_httpc_host_t;
 typedef struct gw_httpc_conn_s gw_httpc_conn_t;
 
-/* A host:port: its cached address and its idle connections. Unreferenced
- * entries are dropped once their cached address is stale. */
+/* A host:port with its TLS settings: its cached address and its idle
+ * connections. Unreferenced entries are dropped once their cached address
+ * is stale. */
 struct gw_httpc_host_s {
     gw_httpc_t *h;
     gw_httpc_host_t *next;
     char *name; /* lower-case, IPv6 without brackets */
     uint16_t port;
-    bool cached; /* addr/resolved_ok hold a lookup made at resolved_at */
+    bool tls;
+    bool verify;            /* tls: check the certificate and the name */
+    char *ca;               /* tls: CA file, NULL for the system's */
+    struct ssl_ctx_st *ctx; /* tls: the context of ca, owned by h->tls */
+    bool cached;            /* addr/resolved_ok hold a lookup made at resolved_at */
     bool resolved_ok;
     double resolved_at;
     struct sockaddr_storage addr;
@@ -76,11 +92,14 @@ struct gw_httpc_conn_s {
     ev_io io;                     /* data: the call, or the conn while idle */
     ev_timer idle_timer;
     int fd;
-    unsigned requests; /* responses completed on it */
+    struct ssl_st *ssl; /* https: created with the socket */
+    int rwant, wwant;   /* https: the event a read or write waits for */
+    unsigned requests;  /* responses completed on it */
 };
 
 typedef enum {
     GW_HTTPC_CONNECT,
+    GW_HTTPC_HANDSHAKE,
     GW_HTTPC_SEND,
     GW_HTTPC_READ,
 } gw_httpc_phase_t;
@@ -95,6 +114,7 @@ struct gw_httpc_call_s {
     gw_httpc_phase_t phase;
     ev_timer timer;       /* the phase's deadline, or a deferred failure */
     const char *deferred; /* failure reported by the deferred timer */
+    char errbuf[256];     /* a failure with details (TLS), when error points here */
 
     char *out; /* request head and body */
     size_t out_len, out_sent;
@@ -124,6 +144,7 @@ struct gw_httpc_s {
     gw_httpc_host_t *hosts;
     gw_httpc_call_t *calls; /* in flight */
     size_t ncalls, nidle;
+    gw_httpc_tls_t *tls; /* contexts, made on the first https call */
 };
 
 static void gw_httpc_io_cb(struct ev_loop *loop, ev_io *io, int revents);
@@ -131,20 +152,40 @@ static void gw_httpc_finish(gw_httpc_call_t *c, const char *err);
 
 /* ---- hosts and the address cache ---- */
 
-/* The entry for name:port, created when missing. Unreferenced entries
- * whose cached address is stale are freed on the way. */
-static gw_httpc_host_t *gw_httpc_host_get(gw_httpc_t *h, const char *name, uint16_t port)
+static void gw_httpc_host_free(gw_httpc_host_t *x)
+{
+    free(x->name);
+    free(x->ca);
+    free(x);
+}
+
+/* Whether x is the entry of name:port with these TLS settings (verify and
+ * ca only count with tls). */
+static bool gw_httpc_host_is(const gw_httpc_host_t *x, const char *name, uint16_t port, bool tls,
+                             bool verify, const char *ca)
+{
+    if (x->port != port || x->tls != tls || strcmp(x->name, name) != 0)
+        return false;
+    if (!tls)
+        return true;
+    return x->verify == verify && (x->ca && ca ? strcmp(x->ca, ca) == 0 : x->ca == ca);
+}
+
+/* The entry for name:port with these TLS settings, created when missing.
+ * Unreferenced entries whose cached address is stale are freed on the
+ * way. */
+static gw_httpc_host_t *gw_httpc_host_get(gw_httpc_t *h, const char *name, uint16_t port, bool tls,
+                                          bool verify, const char *ca)
 {
     double now = ev_now(h->loop);
     gw_httpc_host_t *found = NULL, **pp = &h->hosts;
     while (*pp) {
         gw_httpc_host_t *x = *pp;
-        if (x->port == port && strcmp(x->name, name) == 0) {
+        if (gw_httpc_host_is(x, name, port, tls, verify, ca)) {
             found = x;
         } else if (x->refs == 0 && (!x->cached || now - x->resolved_at >= GW_HTTPC_DNS_TTL)) {
             *pp = x->next;
-            free(x->name);
-            free(x);
+            gw_httpc_host_free(x);
             continue;
         }
         pp = &x->next;
@@ -155,6 +196,9 @@ static gw_httpc_host_t *gw_httpc_host_get(gw_httpc_t *h, const char *name, uint1
     x->h = h;
     x->name = gw_xstrdup(name);
     x->port = port;
+    x->tls = tls;
+    x->verify = verify;
+    x->ca = tls && ca ? gw_xstrdup(ca) : NULL;
     x->next = h->hosts;
     h->hosts = x;
     return x;
@@ -181,6 +225,7 @@ static void gw_httpc_conn_close(gw_httpc_conn_t *conn)
     struct ev_loop *loop = conn->host->h->loop;
     ev_io_stop(loop, &conn->io);
     ev_timer_stop(loop, &conn->idle_timer);
+    gw_httpc_tls_close(conn->ssl);
     close(conn->fd);
     conn->host->refs--;
     free(conn);
@@ -200,16 +245,20 @@ static void gw_httpc_pool_unlink(gw_httpc_conn_t *conn)
     x->h->nidle--;
 }
 
-/* Whether an idle connection is still usable: nothing to read, no EOF. */
+/* Whether an idle connection is still usable: nothing to read, no EOF
+ * (on TLS: nothing but records without data, consumed here). */
 static bool gw_httpc_conn_quiet(gw_httpc_conn_t *conn)
 {
+    if (conn->ssl)
+        return gw_httpc_tls_idle_alive(conn->ssl);
     char b;
     ssize_t n = recv(conn->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
 }
 
 /* An idle connection became readable: the peer closed it or sent bytes
- * nobody asked for. Either way it leaves the pool. */
+ * nobody asked for, and it leaves the pool; or, on TLS, it sent a session
+ * ticket, and it stays. */
 static void gw_httpc_idle_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     gw_httpc_conn_t *conn = io->data;
@@ -418,19 +467,45 @@ static void gw_httpc_deadline(gw_httpc_call_t *c, double after)
     ev_timer_again(c->h->loop, &c->timer);
 }
 
-/* Enter a phase: watch the events it needs and arm its deadline. */
-static void gw_httpc_set_phase(gw_httpc_call_t *c, gw_httpc_phase_t phase)
+/* The events the call's phase waits for. On TLS the handshake waits for
+ * what OpenSSL asked; a write that waits for readability (or a read that
+ * waits for writability) watches that event instead of (or on top of) its
+ * own. */
+static int gw_httpc_phase_events(const gw_httpc_call_t *c)
 {
-    static const int events[] = {EV_WRITE, EV_READ | EV_WRITE, EV_READ};
+    const gw_httpc_conn_t *conn = c->conn;
+    switch (c->phase) {
+    case GW_HTTPC_CONNECT:
+        return EV_WRITE;
+    case GW_HTTPC_HANDSHAKE:
+        return conn->rwant;
+    case GW_HTTPC_SEND:
+        return EV_READ | (conn->wwant == EV_READ ? 0 : EV_WRITE);
+    default:
+        return EV_READ | (conn->rwant == EV_WRITE ? EV_WRITE : 0);
+    }
+}
+
+/* Watch the events the call's phase waits for now. */
+static void gw_httpc_watch(gw_httpc_call_t *c)
+{
     struct ev_loop *loop = c->h->loop;
     ev_io *io = &c->conn->io;
-    c->phase = phase;
-    if (!ev_is_active(io) || (io->events & (EV_READ | EV_WRITE)) != events[phase]) {
+    int events = gw_httpc_phase_events(c);
+    if (!ev_is_active(io) || (io->events & (EV_READ | EV_WRITE)) != events) {
         ev_io_stop(loop, io);
-        ev_io_modify(io, events[phase]);
+        ev_io_modify(io, events);
         ev_io_start(loop, io);
     }
-    double t[] = {c->connect_timeout, c->send_timeout, c->read_timeout};
+}
+
+/* Enter a phase other than HANDSHAKE (which runs under the CONNECT
+ * deadline): watch the events it needs and arm its deadline. */
+static void gw_httpc_set_phase(gw_httpc_call_t *c, gw_httpc_phase_t phase)
+{
+    c->phase = phase;
+    gw_httpc_watch(c);
+    double t[] = {c->connect_timeout, c->connect_timeout, c->send_timeout, c->read_timeout};
     gw_httpc_deadline(c, t[phase]);
 }
 
@@ -441,6 +516,7 @@ static void gw_httpc_attach(gw_httpc_call_t *c, gw_httpc_conn_t *conn, gw_httpc_
     c->conn = conn;
     ev_set_cb(&conn->io, gw_httpc_io_cb);
     conn->io.data = c;
+    conn->rwant = conn->wwant = 0;
     c->out_sent = 0;
     c->got_bytes = c->headers_done = c->interim = c->complete = c->reusable = false;
     c->perr = NULL;
@@ -473,9 +549,18 @@ static const char *gw_httpc_connect(gw_httpc_call_t *c, bool allow_pool)
     int fd = gw_net_connect(&x->addr, x->addrlen, &in_progress);
     if (fd < 0)
         return errno == ECONNREFUSED ? gw_httpc_error_refused : gw_httpc_error_connect;
+    struct ssl_st *ssl = NULL;
+    if (x->tls) {
+        ssl = gw_httpc_tls_new(x->ctx, fd, x->name, x->verify, c->errbuf, sizeof c->errbuf);
+        if (!ssl) {
+            close(fd);
+            return c->errbuf;
+        }
+    }
     conn = gw_xcalloc(1, sizeof *conn);
     conn->host = x;
     conn->fd = fd;
+    conn->ssl = ssl;
     x->refs++;
     ev_io_init(&conn->io, gw_httpc_io_cb, fd, 0);
     ev_init(&conn->idle_timer, gw_httpc_idle_timer_cb);
@@ -603,6 +688,26 @@ static void gw_httpc_fail_io(gw_httpc_call_t *c, const char *err)
     gw_httpc_finish(c, err);
 }
 
+/* send(2), or SSL_write on TLS: -1 with errno EAGAIN means wait (for
+ * conn->wwant on TLS; a TLS write is then retried with the same bytes). */
+static ssize_t gw_httpc_conn_send(gw_httpc_conn_t *conn, const char *p, size_t n)
+{
+    if (!conn->ssl)
+        return send(conn->fd, p, n, MSG_NOSIGNAL);
+    conn->wwant = 0;
+    return gw_httpc_tls_write(conn->ssl, p, n, &conn->wwant);
+}
+
+/* recv(2), or SSL_read on TLS: -1 with errno EAGAIN means wait (for
+ * conn->rwant on TLS). */
+static ssize_t gw_httpc_conn_recv(gw_httpc_conn_t *conn, char *buf, size_t n)
+{
+    if (!conn->ssl)
+        return recv(conn->fd, buf, n, 0);
+    conn->rwant = 0;
+    return gw_httpc_tls_read(conn->ssl, buf, n, &conn->rwant);
+}
+
 /* Write what is left of the request. GW_OK when all of it went out (the
  * call is then reading), GW_AGAIN when the socket is full, GW_DONE when
  * the attempt failed (handled: do not touch the call). */
@@ -610,13 +715,14 @@ static int gw_httpc_send(gw_httpc_call_t *c)
 {
     bool progress = false;
     while (c->out_sent < c->out_len) {
-        ssize_t n = send(c->conn->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
+        ssize_t n = gw_httpc_conn_send(c->conn, c->out + c->out_sent, c->out_len - c->out_sent);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 if (progress)
                     gw_httpc_deadline(c, c->send_timeout);
+                gw_httpc_watch(c);
                 return GW_AGAIN;
             }
             gw_httpc_fail_io(c, errno == EPIPE || errno == ECONNRESET ? gw_httpc_error_reset
@@ -631,19 +737,20 @@ static int gw_httpc_send(gw_httpc_call_t *c)
 }
 
 /* Feed bytes read to the parser; finishes the call when the response is
- * complete or invalid. */
-static void gw_httpc_parse(gw_httpc_call_t *c, const char *buf, size_t n)
+ * complete or invalid. Returns whether it did (c may be gone). */
+static bool gw_httpc_parse(gw_httpc_call_t *c, const char *buf, size_t n)
 {
     llhttp_errno_t e = llhttp_execute(&c->parser, buf, n);
     if (e == HPE_OK)
-        return;
+        return false;
     if (e == HPE_PAUSED && c->complete) {
         if (llhttp_get_error_pos(&c->parser) != buf + n)
             c->reusable = false; /* bytes after the response */
         gw_httpc_finish(c, NULL);
-        return;
+        return true;
     }
     gw_httpc_finish(c, c->perr ? c->perr : gw_httpc_error_invalid);
+    return true;
 }
 
 /* The peer closed the connection: the end of a close-delimited response,
@@ -663,25 +770,49 @@ static void gw_httpc_eof(gw_httpc_call_t *c)
     gw_httpc_finish(c, c->perr ? c->perr : gw_httpc_error_closed);
 }
 
-/* Read once from the connection and parse what came. */
+/* Read from the connection and parse what came: once, and again while
+ * TLS holds bytes it already took from the socket. */
 static void gw_httpc_read(gw_httpc_call_t *c)
 {
     char buf[GW_HTTPC_READ_SIZE];
-    ssize_t n = recv(c->conn->fd, buf, sizeof buf, 0);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    do {
+        ssize_t n = gw_httpc_conn_recv(c->conn, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                gw_httpc_watch(c);
+                return;
+            }
+            gw_httpc_fail_io(c, errno == ECONNRESET ? gw_httpc_error_reset : gw_httpc_error_io);
             return;
-        gw_httpc_fail_io(c, errno == ECONNRESET ? gw_httpc_error_reset : gw_httpc_error_io);
+        }
+        if (n == 0) {
+            gw_httpc_eof(c);
+            return;
+        }
+        c->got_bytes = true;
+        if (c->phase == GW_HTTPC_READ)
+            gw_httpc_deadline(c, c->read_timeout);
+        if (gw_httpc_parse(c, buf, (size_t)n))
+            return;
+    } while (c->conn->ssl && gw_httpc_tls_pending(c->conn->ssl));
+}
+
+/* Drive the TLS handshake (under the connect deadline), then send. */
+static void gw_httpc_handshake(gw_httpc_call_t *c)
+{
+    gw_httpc_conn_t *conn = c->conn;
+    int rc = gw_httpc_tls_handshake(conn->ssl, &conn->rwant, c->errbuf, sizeof c->errbuf);
+    if (rc == GW_AGAIN) {
+        gw_httpc_watch(c);
         return;
     }
-    if (n == 0) {
-        gw_httpc_eof(c);
+    if (rc != GW_OK) {
+        gw_httpc_finish(c, c->errbuf);
         return;
     }
-    c->got_bytes = true;
-    if (c->phase == GW_HTTPC_READ)
-        gw_httpc_deadline(c, c->read_timeout);
-    gw_httpc_parse(c, buf, (size_t)n);
+    conn->rwant = 0;
+    gw_httpc_set_phase(c, GW_HTTPC_SEND);
+    gw_httpc_send(c);
 }
 
 /* The non-blocking connect ended: go on sending, or fail. */
@@ -695,6 +826,11 @@ static void gw_httpc_connected(gw_httpc_call_t *c)
         gw_httpc_finish(c, err == ECONNREFUSED ? gw_httpc_error_refused : gw_httpc_error_connect);
         return;
     }
+    if (c->conn->ssl) {
+        c->phase = GW_HTTPC_HANDSHAKE;
+        gw_httpc_handshake(c);
+        return;
+    }
     gw_httpc_set_phase(c, GW_HTTPC_SEND);
     gw_httpc_send(c);
 }
@@ -702,10 +838,21 @@ static void gw_httpc_connected(gw_httpc_call_t *c)
 static void gw_httpc_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     gw_httpc_call_t *c = io->data;
+    gw_httpc_conn_t *conn = c->conn;
     if (c->phase == GW_HTTPC_CONNECT) {
         gw_httpc_connected(c);
         return;
     }
+    if (c->phase == GW_HTTPC_HANDSHAKE) {
+        gw_httpc_handshake(c);
+        return;
+    }
+    /* A TLS write waiting for readability, or a read waiting for
+     * writability, goes on with that event. */
+    if (conn->wwant == EV_READ && (revents & EV_READ))
+        revents |= EV_WRITE;
+    if (conn->rwant == EV_WRITE && (revents & EV_WRITE))
+        revents |= EV_READ;
     if ((revents & EV_WRITE) && c->phase == GW_HTTPC_SEND && gw_httpc_send(c) == GW_DONE)
         return;
     if (revents & EV_READ)
@@ -976,10 +1123,10 @@ void gw_httpc_free(gw_httpc_t *h)
             gw_httpc_pool_unlink(conn);
             gw_httpc_conn_close(conn);
         }
-        free(x->name);
-        free(x);
+        gw_httpc_host_free(x);
         x = next;
     }
+    gw_httpc_tls_free(h->tls);
     free(h);
 }
 
@@ -1018,12 +1165,15 @@ gw_httpc_call_t *gw_httpc_request(gw_httpc_t *h, const gw_httpc_req_t *req, gw_h
         h->calls->prev = c;
     h->calls = c;
     h->ncalls++;
-    if (u.https) {
-        gw_httpc_defer(c, gw_httpc_error_https);
-        return c;
-    }
-    c->host = gw_httpc_host_get(h, u.host, u.port);
+    c->host = gw_httpc_host_get(h, u.host, u.port, u.https, !req->ssl_no_verify, req->ssl_ca);
     c->host->refs++;
+    if (u.https) {
+        c->host->ctx = gw_httpc_tls_ctx(&h->tls, c->host->ca, c->errbuf, sizeof c->errbuf);
+        if (!c->host->ctx) {
+            gw_httpc_defer(c, c->errbuf);
+            return c;
+        }
+    }
     const char *err = gw_httpc_connect(c, true);
     if (err)
         gw_httpc_defer(c, err);

@@ -9,12 +9,16 @@
  * response already read. Plain C types only, so the API can be declared
  * through the LuaJIT FFI.
  *
- * Only http:// URLs are served; name resolution is blocking (cached per
- * host:port for 10 seconds, see gw_httpc.c).
+ * http:// and https:// URLs are served; name resolution is blocking
+ * (cached per host:port for 10 seconds, see gw_httpc.c). https:// verifies
+ * the server's certificate and name by default against the system's CA
+ * bundle (or a CA file per request); the TLS contexts are made on the
+ * first https call and freed with the client.
  */
 #ifndef GW_HTTPC_H
 #define GW_HTTPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct ev_loop;
@@ -31,9 +35,13 @@ typedef struct gw_httpc_call_s gw_httpc_call_t;
 
 /*
  * The error strings a response can carry. Callers may compare pointers or
- * contents; the strings never change while the process runs.
+ * contents; the strings never change while the process runs. Two failures
+ * carry details in a string owned by the call instead (valid until
+ * gw_httpc_release): a TLS handshake that failed ("tls handshake failed:
+ * REASON", beginning with gw_httpc_error_tls) and a CA file that could not
+ * be loaded ("ssl_ca: cannot load PATH: REASON").
  */
-extern const char gw_httpc_error_https[];      /* "https is not supported yet" */
+extern const char gw_httpc_error_tls[];        /* "tls handshake failed" */
 extern const char gw_httpc_error_resolve[];    /* "resolve failed" */
 extern const char gw_httpc_error_refused[];    /* "connection refused" */
 extern const char gw_httpc_error_connect[];    /* "connect failed" */
@@ -49,8 +57,8 @@ extern const char gw_httpc_error_too_large[];  /* "response too large" */
  * A request. Everything is copied by gw_httpc_request, so the caller may
  * free it as soon as that returns.
  *   method   NULL means "GET"; must be an HTTP token.
- *   url      http://host[:port]/path?query ("[v6addr]" hosts allowed; a
- *            #fragment is dropped). https:// fails through the callback.
+ *   url      http(s)://host[:port]/path?query ("[v6addr]" hosts allowed;
+ *            a #fragment is dropped; the port defaults to 80 or 443).
  *   headers  name, value, name, value, ..., NULL (or NULL for none). Host,
  *            User-Agent and Connection given here replace the defaults
  *            (Host from the URL, "moongate", "keep-alive");
@@ -60,6 +68,14 @@ extern const char gw_httpc_error_too_large[];  /* "response too large" */
  *   timeouts seconds: connect, send (between writes), read (between
  *            reads); 0 means GW_HTTPC_DEFAULT_TIMEOUT.
  *   max_body response body limit in bytes; 0 means 8 MiB.
+ *   ssl_ca   https: a PEM file of the CAs to trust instead of the system's
+ *            bundle, loaded on its first use and kept by the client (a
+ *            file that cannot be loaded fails the call); NULL for the
+ *            system's bundle.
+ *   ssl_no_verify  https: accept any certificate for any name.
+ * The connect timeout covers the TCP connect and the TLS handshake. Pooled
+ * connections are only reused by calls with the same host, port, scheme
+ * and (https) ssl_ca and ssl_no_verify.
  */
 typedef struct {
     const char *method;
@@ -69,6 +85,8 @@ typedef struct {
     size_t body_len;
     double connect_timeout, send_timeout, read_timeout;
     size_t max_body;
+    const char *ssl_ca;
+    bool ssl_no_verify;
 } gw_httpc_req_t;
 
 /*
@@ -78,8 +96,9 @@ typedef struct {
  * received (headers[2*i] is a name, headers[2*i+1] its value, values
  * trimmed, NUL-terminated, the array itself NULL-terminated) and body is
  * the decoded body, never NULL, NUL-terminated after body_len bytes.
- * On failure status is 0, error one of the gw_httpc_error_* strings,
- * headers and body NULL and the counts 0.
+ * On failure status is 0, error one of the gw_httpc_error_* strings (or a
+ * detailed TLS message, see above), headers and body NULL and the counts
+ * 0.
  */
 typedef struct {
     int status;
@@ -100,7 +119,7 @@ typedef struct {
 
 /*
  * A client on loop. Up to max_idle_per_host idle connections are kept per
- * host:port (0 disables keep-alive pooling), each closed after
+ * host:port and TLS settings (0 disables keep-alive pooling), each closed after
  * idle_timeout seconds (0 means GW_HTTPC_DEFAULT_IDLE_TIMEOUT). Never NULL.
  */
 gw_httpc_t *gw_httpc_new(struct ev_loop *loop, size_t max_idle_per_host, double idle_timeout);

@@ -4,8 +4,9 @@
 set -euo pipefail
 
 build=(build-essential cmake pkg-config libev-dev node-llhttp luajit2 libluajit2-5.1-dev
-       libssl-dev lua-cjson lua-cjson-dev libhiredis-dev libyaml-dev libpcre2-dev)
-test=(lua-busted lua-socket lua-check redis-server curl openssl ca-certificates socat)
+       libssl-dev lua-cjson lua-cjson-dev libhiredis-dev libyaml-dev libpcre2-dev
+       ca-certificates) # ca-certificates: the CAs moongate.http trusts for https:// by default
+test=(lua-busted lua-socket lua-check redis-server curl openssl socat)
 bench=(nginx-extras libnginx-mod-http-lua haproxy wrk)
 
 want=("${build[@]}")

@@ -13,7 +13,9 @@
 --   local results = moongate.http.request_many { {url = a}, {url = b} }
 --   -- results[i] is a response table, or { error = "timeout" }
 --
--- Only http:// URLs for now. A host name is resolved with a cache of 10 s.
+-- http:// and https:// URLs. https verifies the server's certificate and
+-- name against the system's CA bundle, or the CA file `ssl_ca`, unless
+-- `ssl_verify = false`. A host name is resolved with a cache of 10 s.
 
 local ffi = require "ffi"
 local cjson = require "cjson.safe"
@@ -30,6 +32,8 @@ typedef struct {
     size_t body_len;
     double connect_timeout, send_timeout, read_timeout;
     size_t max_body;
+    const char *ssl_ca;
+    bool ssl_no_verify;
 } gw_httpc_req_t;
 typedef struct {
     int status;
@@ -96,7 +100,13 @@ local function prepare(i, opts, keep)
     for k, s in ipairs(list) do
         carr[k - 1] = s
     end
-    keep[#keep + 1] = { list, carr, body, opts.url, opts.method }
+    if opts.ssl_verify ~= nil and type(opts.ssl_verify) ~= "boolean" then
+        error(("%s: request #%d: ssl_verify must be a boolean"):format(fname, i), 4)
+    end
+    if opts.ssl_ca ~= nil and (type(opts.ssl_ca) ~= "string" or opts.ssl_ca == "") then
+        error(("%s: request #%d: ssl_ca must be a file path"):format(fname, i), 4)
+    end
+    keep[#keep + 1] = { list, carr, body, opts.url, opts.method, opts.ssl_ca }
     local timeout = opts.timeout or 10
     local req = ffi.new("gw_httpc_req_t")
     req.method = opts.method or "GET"
@@ -108,6 +118,8 @@ local function prepare(i, opts, keep)
     req.send_timeout = opts.send_timeout or timeout
     req.read_timeout = opts.read_timeout or timeout
     req.max_body = opts.max_body or 0
+    req.ssl_ca = opts.ssl_ca
+    req.ssl_no_verify = opts.ssl_verify == false
     return req
 end
 
@@ -137,7 +149,10 @@ end
 -- or { error = message }. Each request is a table: url (required), method,
 -- headers, body (a string, or a table sent as JSON), timeout (seconds, for
 -- connect, send and read each; or connect_timeout, send_timeout,
--- read_timeout), max_body (bytes; 8 MiB by default).
+-- read_timeout), max_body (bytes; 8 MiB by default), ssl_verify (https:
+-- check the certificate and the host name; true by default), ssl_ca (https:
+-- a PEM file of the CAs to trust instead of the system's; loaded once per
+-- worker).
 function M.request_many(requests)
     if type(requests) ~= "table" or #requests == 0 then
         error("moongate.http.request_many: expected a list of requests", 2)

@@ -365,7 +365,8 @@ typedef struct {
     gw_httpc_call_t *call;
     int calls; /* callbacks received */
     int status;
-    const char *error;
+    const char *error;    /* as given: may belong to the released call */
+    char error_text[256]; /* a copy of it */
     char *body;
     size_t body_len;
     char headers[1024]; /* "name=value\n" for each header */
@@ -384,6 +385,7 @@ static void on_done(void *ud, gw_httpc_res_t *res)
     r->calls++;
     r->status = res->status;
     r->error = res->error;
+    snprintf(r->error_text, sizeof r->error_text, "%s", res->error ? res->error : "");
     r->nheaders = res->nheaders;
     r->headers[0] = '\0';
     size_t len = 0;
@@ -968,12 +970,12 @@ static void test_free_from_callback(void)
     teardown(&f);
 }
 
-static void test_https_and_resolve(void)
+static void test_resolve(void)
 {
     fixture_t f;
     setup(&f, 4, 0);
     result_t r1 = {0}, r2 = {0};
-    gw_httpc_req_t req = {.url = "HTTPS://example.com/x"};
+    gw_httpc_req_t req = {.url = "HTTPS://nonexistent.invalid/x"};
     r1.call = gw_httpc_request(f.h, &req, on_done, &r1);
     CHECK(r1.call != NULL);
     req.url = "http://nonexistent.invalid/";
@@ -981,9 +983,84 @@ static void test_https_and_resolve(void)
     CHECK(r2.call != NULL);
     CHECK_INT(finished, 0);
     run_until(f.loop, 2, 5);
-    CHECK_STR(r1.error, "https is not supported yet");
+    CHECK_STR(r1.error, "resolve failed");
     CHECK_STR(r2.error, "resolve failed");
     CHECK_INT(r2.status, 0);
+    teardown(&f);
+}
+
+/* Whether something accepts connections on 127.0.0.1:port. */
+static bool port_open(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool open = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return open;
+}
+
+/* https:// without a TLS server: port 443 by default; a plain HTTP server
+ * fails the handshake; a CA file that cannot be read fails the call. */
+static void test_https_failures(void)
+{
+    fixture_t f;
+    setup(&f, 4, 0);
+    result_t r = {0};
+    char url[64];
+    gw_httpc_req_t req = {.url = "https://127.0.0.1/"};
+    if (!port_open(443)) {
+        r.call = gw_httpc_request(f.h, &req, on_done, &r);
+        run_until(f.loop, finished + 1, 5);
+        CHECK_STR(r.error_text, "connection refused");
+    }
+    snprintf(url, sizeof url, "https://127.0.0.1:%u/hello", f.srv.port);
+    req.url = url;
+    r.call = gw_httpc_request(f.h, &req, on_done, &r);
+    CHECK_INT(r.calls, port_open(443) ? 0 : 1); /* never called back synchronously */
+    run_until(f.loop, finished + 1, 5);
+    CHECK_INT(r.status, 0);
+    CHECK(strncmp(r.error_text, "tls handshake failed: ", 22) == 0);
+
+    req.ssl_ca = "/nonexistent/ca.pem";
+    r.call = gw_httpc_request(f.h, &req, on_done, &r);
+    CHECK(r.call != NULL);
+    run_until(f.loop, finished + 1, 5);
+    CHECK_STR(r.error_text, "ssl_ca: cannot load /nonexistent/ca.pem: No such file or directory");
+    req.ssl_ca = "tests/unit/test_httpc.c"; /* readable, but no certificate */
+    r.call = gw_httpc_request(f.h, &req, on_done, &r);
+    run_until(f.loop, finished + 1, 5);
+    CHECK(strncmp(r.error_text, "ssl_ca: cannot load tests/unit/test_httpc.c: ", 45) == 0);
+
+    /* Plain calls to the same port are not affected. */
+    get(&f, &r, "/hello");
+    CHECK_STR(r.body, "hello");
+    gw_httpc_stats_t st;
+    gw_httpc_stats(f.h, &st);
+    CHECK_INT(st.in_flight, 0);
+    result_free(&r);
+    teardown(&f);
+}
+
+/* A server that never answers the handshake: the connect timeout covers
+ * it. */
+static void test_https_handshake_timeout(void)
+{
+    fixture_t f;
+    setup(&f, 4, 0);
+    uint16_t port;
+    int lfd = listen_any(&port, 8); /* the kernel accepts, nobody reads */
+    char url[64];
+    snprintf(url, sizeof url, "https://localhost:%u/", port);
+    result_t r = {0};
+    gw_httpc_req_t req = {.url = url, .connect_timeout = 0.2, .read_timeout = 5};
+    double t0 = gw_now();
+    r.call = gw_httpc_request(f.h, &req, on_done, &r);
+    run_until(f.loop, 1, 5);
+    double took = gw_now() - t0;
+    CHECK_STR(r.error_text, "timeout");
+    CHECK(took >= 0.19 && took < 1.0);
+    close(lfd);
     teardown(&f);
 }
 
@@ -1069,7 +1146,9 @@ int main(void)
         GW_TEST(test_cancel),
         GW_TEST(test_free_in_flight),
         GW_TEST(test_free_from_callback),
-        GW_TEST(test_https_and_resolve),
+        GW_TEST(test_resolve),
+        GW_TEST(test_https_failures),
+        GW_TEST(test_https_handshake_timeout),
         GW_TEST(test_invalid_arguments),
         GW_TEST(test_ipv6_url),
     };

@@ -94,6 +94,7 @@ typedef enum {
     GWT_SLOW_BODY, /* /slow-body: the second half waits for the timer */
     GWT_STREAM,    /* /bytes: producing as the socket drains */
     GWT_WS,        /* /ws: handed to upstream_ws.c once earlier output is sent */
+    GWT_TICKET,    /* /tls-ticket: a session ticket waits for the timer */
 } gwt_state_t;
 
 typedef struct gwt_server_s gwt_server_t;
@@ -600,6 +601,8 @@ static void gwt_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
         gwt_echo(c);
     else if (c->state == GWT_SLOW_BODY)
         gwt_buf_puts(&c->out, "world");
+    else if (c->state == GWT_TICKET)
+        gwt_tls_send_ticket(c->tls);
     c->state = GWT_IDLE;
     gwt_conn_run(c);
 }
@@ -618,6 +621,8 @@ static void gwt_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
  *   /chunked          "hello world" in three chunks
  *   /health           200 "ok", or the status set by /set-health?status=N
  *   /conn             {"conn_id": N, "requests_on_conn": M}
+ *   /tls-ticket?ms=N  as /conn, then a TLS 1.3 session ticket N ms later
+ *                     on the idle connection (next requests wait for it)
  *   /stats            {"requests": N, "connections": M, "ws_open": W,
  *                     "ws_total": T} (not counted itself)
  *   /hop              hop-by-hop response headers, then close
@@ -675,8 +680,10 @@ static void gwt_dispatch(gwt_conn_t *c)
     } else if (gwt_path_is(c, "/set-health")) {
         srv->health_status = (int)gwt_query_u64(c, "status", 200);
         gwt_respond_json(c, "{\"health_status\":%d}", srv->health_status);
-    } else if (gwt_path_is(c, "/conn")) {
+    } else if (gwt_path_is(c, "/conn") || gwt_path_is(c, "/tls-ticket")) {
         gwt_respond_json(c, "{\"conn_id\":%lu,\"requests_on_conn\":%lu}", c->id, c->requests);
+        if (gwt_path_is(c, "/tls-ticket"))
+            gwt_start_timer(c, GWT_TICKET, gwt_query_u64(c, "ms", 100));
     } else if (gwt_path_is(c, "/stats")) {
         gwt_respond_json(
             c, "{\"requests\":%lu,\"connections\":%lu,\"ws_open\":%lu,\"ws_total\":%lu}",

@@ -61,6 +61,15 @@ bool gwt_tls_init(const char *cert, const char *key, const char *client_ca)
     return true;
 }
 
+bool gwt_tls_send_ticket(gwt_tls_t *tls)
+{
+    if (!tls || SSL_version(tls->ssl) != TLS1_3_VERSION || SSL_new_session_ticket(tls->ssl) != 1)
+        return false;
+    bool ok = SSL_do_handshake(tls->ssl) == 1; /* writes the queued ticket */
+    ERR_clear_error();
+    return ok;
+}
+
 gwt_tls_t *gwt_tls_new(int fd)
 {
     if (!gwt_tls_ctx)

@@ -36,6 +36,11 @@ bool gwt_tls_pending(gwt_tls_t *tls);
  */
 const char *gwt_tls_headers(gwt_tls_t *tls);
 
+/* Send a new TLS 1.3 session ticket now, outside any answer (as a server
+ * may on an idle connection); false when tls is NULL, not TLS 1.3 or the
+ * ticket could not be sent at once. */
+bool gwt_tls_send_ticket(gwt_tls_t *tls);
+
 /* Send close_notify when possible and free; NULL is allowed. */
 void gwt_tls_free(gwt_tls_t *tls);
 
