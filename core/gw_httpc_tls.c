@@ -5,6 +5,7 @@
 #include "gw_httpc_tls.h"
 #include "gw_core.h"
 #include "gw_httpc.h"
+#include "gw_tls_client.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -144,49 +145,9 @@ SSL *gw_httpc_tls_new(SSL_CTX *ctx, int fd, const char *host, bool verify, char 
     return ssl;
 }
 
-/*
- * Why a TLS call failed with SSL_get_error code e, into buf: OpenSSL's
- * reason (with the verification result when the certificate was refused),
- * the system error, or the peer closing. Empties the error queue.
- */
-static void gw_httpc_tls_why(SSL *ssl, int e, int sys_errno, char *buf, size_t len)
-{
-    unsigned long code = ERR_peek_error();
-    if (e == SSL_ERROR_SSL && code) {
-        const char *reason = ERR_reason_error_string(code);
-        long v = SSL_get_verify_result(ssl);
-        if (ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED && v != X509_V_OK)
-            snprintf(buf, len, "%s (%s)", reason ? reason : "certificate verify failed",
-                     X509_verify_cert_error_string(v));
-        else
-            snprintf(buf, len, "%s", reason ? reason : "protocol error");
-    } else if (e == SSL_ERROR_SYSCALL && sys_errno) {
-        snprintf(buf, len, "%s", strerror(sys_errno));
-    } else {
-        snprintf(buf, len, "connection closed by the server");
-    }
-    ERR_clear_error();
-}
-
 int gw_httpc_tls_handshake(SSL *ssl, int *events, char *err, size_t errlen)
 {
-    ERR_clear_error();
-    errno = 0;
-    int rc = SSL_do_handshake(ssl);
-    if (rc == 1)
-        return GW_OK;
-    int saved = errno;
-    int e = SSL_get_error(ssl, rc);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        *events = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
-        ERR_clear_error();
-        return GW_AGAIN;
-    }
-    char why[256];
-    gw_httpc_tls_why(ssl, e, saved, why, sizeof why);
-    snprintf(err, errlen, "%s: %s", gw_httpc_error_tls, why);
-    SSL_set_quiet_shutdown(ssl, 1);
-    return GW_ERROR;
+    return gw_tls_client_handshake(ssl, events, gw_httpc_error_tls, "the server", err, errlen);
 }
 
 /* One SSL_read_ex (write false) or SSL_write_ex (write true): see

@@ -7,6 +7,7 @@
 #include "gw_tls_upstream.h"
 
 #include "gw_log.h"
+#include "gw_tls_client.h"
 #include "gw_worker.h"
 
 #include <arpa/inet.h>
@@ -86,48 +87,10 @@ int gw_tls_upstream_attach(gw_upconn_t *uc)
     return GW_OK;
 }
 
-/*
- * Why a TLS call failed with SSL_get_error code `e`, into buf: OpenSSL's
- * reason (with the verification result when the certificate was refused),
- * the system error, or the upstream closing. Empties the error queue.
- */
-static void gw_tls_why(SSL *ssl, int e, int sys_errno, char *buf, size_t len)
-{
-    unsigned long code = ERR_peek_error();
-    if (e == SSL_ERROR_SSL && code) {
-        const char *reason = ERR_reason_error_string(code);
-        long v = SSL_get_verify_result(ssl);
-        if (ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED && v != X509_V_OK)
-            snprintf(buf, len, "%s (%s)", reason ? reason : "certificate verify failed",
-                     X509_verify_cert_error_string(v));
-        else
-            snprintf(buf, len, "%s", reason ? reason : "protocol error");
-    } else if (e == SSL_ERROR_SYSCALL && sys_errno) {
-        snprintf(buf, len, "%s", strerror(sys_errno));
-    } else {
-        snprintf(buf, len, "connection closed by the upstream");
-    }
-    ERR_clear_error();
-}
-
 int gw_tls_upstream_ssl_handshake(SSL *ssl, int *events, char *err, size_t errlen)
 {
-    ERR_clear_error();
-    errno = 0;
-    int rc = SSL_do_handshake(ssl);
-    if (rc == 1)
-        return GW_OK;
-    int saved = errno;
-    int e = SSL_get_error(ssl, rc);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        *events = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
-        return GW_AGAIN;
-    }
-    char why[256];
-    gw_tls_why(ssl, e, saved, why, sizeof why);
-    snprintf(err, errlen, "TLS handshake failed: %s", why);
-    SSL_set_quiet_shutdown(ssl, 1);
-    return GW_ERROR;
+    return gw_tls_client_handshake(ssl, events, "TLS handshake failed", "the upstream", err,
+                                   errlen);
 }
 
 int gw_tls_upstream_handshake(gw_upconn_t *uc, int *events, char *err, size_t errlen)
@@ -166,7 +129,7 @@ static ssize_t gw_tls_io(SSL *ssl, bool write, void *buf, size_t len, int *event
         ERR_clear_error();
         return 0;
     }
-    gw_tls_why(ssl, e, saved, why, whylen);
+    gw_tls_client_why(ssl, e, saved, "the upstream", why, whylen);
     SSL_set_quiet_shutdown(ssl, 1);
     errno = e == SSL_ERROR_SYSCALL && saved ? saved : ECONNRESET;
     return -1;
