@@ -192,27 +192,10 @@ bool gw_httpc_tls_pending(SSL *ssl)
 
 bool gw_httpc_tls_idle_alive(SSL *ssl)
 {
-    char b;
-    size_t n = 0;
-    ERR_clear_error();
-    if (SSL_read_ex(ssl, &b, 1, &n) == 1)
-        return false; /* data nobody asked for */
-    int e = SSL_get_error(ssl, 0);
-    ERR_clear_error();
-    if (e == SSL_ERROR_WANT_READ)
-        return true;
-    if (e != SSL_ERROR_ZERO_RETURN)
-        SSL_set_quiet_shutdown(ssl, 1);
-    return false;
+    return gw_tls_client_idle_alive(ssl);
 }
 
 void gw_httpc_tls_close(SSL *ssl)
 {
-    if (!ssl)
-        return;
-    ERR_clear_error();
-    if (SSL_is_init_finished(ssl) && !SSL_get_quiet_shutdown(ssl))
-        SSL_shutdown(ssl); /* one non-blocking attempt: close_notify, no wait for the reply */
-    ERR_clear_error();
-    SSL_free(ssl);
+    gw_tls_client_free(ssl);
 }

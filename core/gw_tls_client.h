@@ -7,6 +7,7 @@
 #ifndef GW_TLS_CLIENT_H
 #define GW_TLS_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct ssl_st;
@@ -28,5 +29,16 @@ void gw_tls_client_why(struct ssl_st *ssl, int e, int sys_errno, const char *pee
  */
 int gw_tls_client_handshake(struct ssl_st *ssl, int *events, const char *prefix, const char *peer,
                             char *err, size_t errlen);
+
+/*
+ * Whether a pooled connection that became readable while idle is still
+ * good: records without data (TLS 1.3 session tickets) are consumed and
+ * keep it; data nobody asked for, close_notify, EOF or an error do not.
+ */
+bool gw_tls_client_idle_alive(struct ssl_st *ssl);
+
+/* Free ssl (NULL is fine), after one non-blocking close_notify when the
+ * handshake completed and nothing failed. */
+void gw_tls_client_free(struct ssl_st *ssl);
 
 #endif

@@ -228,29 +228,12 @@ int gw_tls_upstream_revents(gw_upconn_t *uc, int revents)
 
 bool gw_tls_upstream_idle_alive(gw_upconn_t *uc)
 {
-    char b;
-    size_t n = 0;
-    ERR_clear_error();
-    if (SSL_read_ex(uc->ssl, &b, 1, &n) == 1)
-        return false; /* data nobody asked for */
-    int e = SSL_get_error(uc->ssl, 0);
-    if (e == SSL_ERROR_WANT_READ)
-        return true;
-    if (e != SSL_ERROR_ZERO_RETURN)
-        SSL_set_quiet_shutdown(uc->ssl, 1);
-    ERR_clear_error();
-    return false;
+    return gw_tls_client_idle_alive(uc->ssl);
 }
 
 void gw_tls_upstream_ssl_free(SSL *ssl)
 {
-    if (!ssl)
-        return;
-    ERR_clear_error();
-    if (SSL_is_init_finished(ssl) && !SSL_get_quiet_shutdown(ssl))
-        SSL_shutdown(ssl); /* one non-blocking attempt: close_notify, no wait for the reply */
-    ERR_clear_error();
-    SSL_free(ssl);
+    gw_tls_client_free(ssl);
 }
 
 void gw_tls_upstream_detach(gw_upconn_t *uc)
